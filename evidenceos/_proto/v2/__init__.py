@@ -1,0 +1,1 @@
+"""Generated code for package evidenceos.v2 (see scripts/gen_proto.py)."""

@@ -1,0 +1,163 @@
+"""``evidenceosd``: flags and environment → :class:`DaemonConfig` → ``daemon.run``.
+
+Flag names and defaults follow spec 60 §1.2."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from evidenceos.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_METRICS_LISTEN,
+    DaemonConfig,
+    ListenAddress,
+)
+from evidenceos.daemon.logs import parse_level, setup_logging
+from evidenceos.daemon.run import run
+from evidenceos.errors import EvidenceOSError
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """Spec 60 §1.3: set → true iff ``1`` or ``true`` (any case); unset → the default."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    help="gRPC bind address, IP:port (v1 and v2 on one port).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./data"),
+    show_default=True,
+    help="Root of all persistent state: evidenceos.db, keys/, exported views.",
+)
+@click.option(
+    "--etl-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    hidden=True,
+    help="Deprecated: the data dir becomes this file's parent directory.",
+)
+@click.option(
+    "--log",
+    "log_directive",
+    default="info",
+    show_default=True,
+    help="Log filter: a level (info, debug, warn, error) or target=level list.",
+)
+@click.option(
+    "--durable-etl",
+    is_flag=True,
+    help="Accepted for compatibility: every commit is already durable.",
+)
+@click.option(
+    "--metrics-listen",
+    default=DEFAULT_METRICS_LISTEN,
+    show_default=True,
+    help="Prometheus metrics endpoint, IP:port.",
+)
+@click.option(
+    "--max-request-bytes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_REQUEST_BYTES,
+    show_default=True,
+    help="Largest request message accepted on any RPC.",
+)
+@click.option(
+    "--rpc-timeout-ms",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Server-side deadline for every RPC.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM server certificate chain (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM server private key (with --tls-cert).",
+)
+@click.option(
+    "--mtls-client-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PEM CA bundle that client certificates must chain to.",
+)
+@click.option(
+    "--require-client-cert",
+    is_flag=True,
+    help="Require a client certificate signed by --mtls-client-ca.",
+)
+@click.option(
+    "--insecure-allow-plaintext",
+    is_flag=True,
+    help="Allow plaintext gRPC on a non-loopback address (not recommended).",
+)
+def main(
+    listen: str,
+    data_dir: Path,
+    etl_path: Path | None,
+    log_directive: str,
+    durable_etl: bool,
+    metrics_listen: str,
+    max_request_bytes: int,
+    rpc_timeout_ms: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    mtls_client_ca: Path | None,
+    require_client_cert: bool,
+    insecure_allow_plaintext: bool,
+) -> None:
+    """Run the EvidenceOS verification daemon."""
+    try:
+        parse_level(log_directive)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--log") from None
+    try:
+        if etl_path is not None:
+            data_dir = etl_path.parent if str(etl_path.parent) else Path(".")
+        config = DaemonConfig(
+            data_dir=data_dir,
+            listen=ListenAddress.parse(listen, "--listen"),
+            metrics_listen=ListenAddress.parse(metrics_listen, "--metrics-listen"),
+            log_level=log_directive,
+            durable_etl=durable_etl,
+            max_request_bytes=max_request_bytes,
+            rpc_timeout_ms=rpc_timeout_ms,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            mtls_client_ca=mtls_client_ca,
+            require_client_cert=require_client_cert,
+            insecure_allow_plaintext=insecure_allow_plaintext,
+            production_mode=env_flag("EVIDENCEOS_PRODUCTION_MODE"),
+            enable_insecure_v1=env_flag("EVIDENCEOS_ENABLE_INSECURE_V1"),
+            build_git_commit=os.environ.get("EVIDENCEOS_BUILD_GIT_COMMIT", "unknown"),
+            build_time_utc=os.environ.get("EVIDENCEOS_BUILD_TIME_UTC", "unknown"),
+        )
+        config.validate()
+        setup_logging(log_directive)
+        sys.exit(run(config))
+    except EvidenceOSError as exc:
+        logging.getLogger("evidenceos.daemon").error(
+            "refusing to start: %s", exc.message, extra={"event": "startup_refused"}
+        )
+        click.echo(f"evidenceosd: error: {exc.message}", err=True)
+        sys.exit(1)

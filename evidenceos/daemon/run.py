@@ -1,0 +1,188 @@
+"""Daemon lifecycle for one configuration: check, recover, wire, serve, drain (DESIGN §3, §7).
+
+Order matters: every flag is validated before any side effect; the data-dir lock is taken before
+the database is opened; the log is verified before the port is bound, so a damaged log never
+serves a single request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import prometheus_client
+
+from evidenceos import __version__
+from evidenceos._proto import V2_PROTO_SHA256
+from evidenceos.config import DaemonConfig
+from evidenceos.errors import LogIntegrityError
+from evidenceos.rpc.server import RunningServer, build_server
+from evidenceos.service.info import ServerInfo
+from evidenceos.service.log_service import LogService
+from evidenceos.store import log as log_table
+from evidenceos.store.db import Store
+from evidenceos.store.export import Exporter, ExportScheduler
+from evidenceos.store.keys import load_keyring
+from evidenceos.store.lock import DataDirLock
+
+log = logging.getLogger("evidenceos.daemon")
+
+
+@dataclass
+class Daemon:
+    """Everything one running daemon holds; built by :func:`start`, torn down by :meth:`stop`."""
+
+    config: DaemonConfig
+    lock: DataDirLock
+    store: Store
+    log_service: LogService
+    exporter: Exporter
+    scheduler: ExportScheduler
+    server: RunningServer
+    metrics_port: int | None
+
+    def stop(self) -> None:
+        """Drain in-flight calls, export the views, close the database, release the lock."""
+        log.info("stopping", extra={"event": "stopping"})
+        self.server.set_serving(False)
+        self.server.server.stop(self.config.grace_period_s).wait()
+        self.scheduler.stop()
+        try:
+            self.exporter.export_all(full_check=True)
+        except Exception:  # exports are views; never block shutdown on them
+            log.exception("final export failed")
+        self.store.close()
+        self.lock.release()
+        log.info("stopped", extra={"event": "stopped"})
+
+    def reload(self) -> None:
+        """SIGHUP: re-export now (governance reload joins here later)."""
+        self.scheduler.request()
+        log.info("config reload", extra={"event": "config_reload", "changed": []})
+
+
+def _is_fresh(store: Store) -> bool:
+    with store.read() as conn:
+        return not log_table.known_signing_keys(conn) and log_table.tree_size(conn) == 0
+
+
+def _check_integrity(store: Store, log_service: LogService) -> None:
+    if not store.schema_cookie_matches():
+        log.warning(
+            "database schema changed outside evidenceosd; re-hashing the whole log",
+            extra={"event": "full_verify"},
+        )
+        report = log_service.verify_full()
+        if not report.ok:
+            raise LogIntegrityError(
+                "log damaged: " + report.problems[0] + f" ({len(report.problems)} problem(s); "
+                "run `evidenceosctl etl verify` for the full list)"
+            )
+        store.record_schema_cookie()
+    log_service.verify_on_start()
+
+
+def _refuse_reference_intents(data_dir: Path) -> None:
+    for name in ("pending_mutation.json", "pending_mutations"):
+        if (data_dir / name).exists():
+            raise LogIntegrityError(
+                f"{data_dir / name} is a pending-mutation record from a reference (Rust) data "
+                "dir; EvidenceOS for Python never writes or replays these. Move the reference "
+                "data dir aside and start on a fresh --data-dir"
+            )
+
+
+def start(config: DaemonConfig) -> Daemon:
+    config.validate()
+    lock = DataDirLock(config.data_dir)
+    store: Store | None = None
+    try:
+        _refuse_reference_intents(config.data_dir)
+        store = Store(config.data_dir)
+        keyring = load_keyring(config.data_dir, allow_generate=_is_fresh(store))
+        log_service = LogService(store, keyring)
+        _check_integrity(store, log_service)
+        head = log_service.start()
+        exporter = Exporter(store, config.data_dir)
+        scheduler = ExportScheduler(exporter, config.export_delay_s)
+        store.add_commit_listener(lambda _size, _secs: scheduler.request())
+        info = ServerInfo(
+            proto_hash=V2_PROTO_SHA256,
+            daemon_version=__version__,
+            build_git_commit=config.build_git_commit,
+            build_time_utc=config.build_time_utc,
+            tls_enabled=config.tls_enabled,
+            mtls_enabled=config.require_client_cert,
+            insecure_v1_enabled=config.enable_insecure_v1,
+        )
+        server = build_server(config, log_service, info)
+        metrics_port = None
+        if config.metrics_listen is not None:
+            metrics_server, _ = prometheus_client.start_http_server(
+                config.metrics_listen.port, config.metrics_listen.host
+            )
+            metrics_port = int(metrics_server.server_port)
+        server.server.start()
+        server.set_serving(True)
+    except BaseException:
+        if store is not None:
+            store.close()
+        lock.release()
+        raise
+    scheduler.request()
+    log.info(
+        "serving",
+        extra={
+            "event": "serving",
+            "listen": f"{config.listen.host}:{server.port}",
+            "metrics_port": metrics_port,
+            "data_dir": str(config.data_dir),
+            "tree_size": head.tree_size,
+            "key_id": keyring.active_key_id.hex(),
+        },
+    )
+    _notify_systemd(b"READY=1")
+    return Daemon(config, lock, store, log_service, exporter, scheduler, server, metrics_port)
+
+
+def _notify_systemd(message: bytes) -> None:
+    """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (Type=notify units)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.send(message)
+
+
+def run(config: DaemonConfig) -> int:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
+    daemon = start(config)
+    stop = threading.Event()
+    hup = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        hup.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    while not stop.is_set():
+        stop.wait(0.2)
+        if hup.is_set():
+            hup.clear()
+            daemon.reload()
+    _notify_systemd(b"STOPPING=1")
+    daemon.stop()
+    return 0

@@ -1,0 +1,97 @@
+"""Assembly of the gRPC server: both API versions, health checking, reflection, limits, TLS."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from evidenceos._proto.v1 import evidenceos_pb2 as v1_pb2
+from evidenceos._proto.v1 import evidenceos_pb2_grpc as v1_pb2_grpc
+from evidenceos._proto.v2 import evidenceos_pb2 as v2_pb2
+from evidenceos._proto.v2 import evidenceos_pb2_grpc as v2_pb2_grpc
+from evidenceos.config import DaemonConfig
+from evidenceos.errors import ConfigError
+from evidenceos.rpc.servicer import make_servicer
+from evidenceos.service.info import ServerInfo
+from evidenceos.service.log_service import LogService
+
+SERVICE_NAMES = (
+    v2_pb2.DESCRIPTOR.services_by_name["EvidenceOS"].full_name,
+    v1_pb2.DESCRIPTOR.services_by_name["EvidenceOS"].full_name,
+)
+MAX_WORKERS = 32
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)
+
+
+def _credentials(config: DaemonConfig) -> grpc.ServerCredentials | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    try:
+        cert = config.tls_cert.read_bytes()
+        key = config.tls_key.read_bytes()
+        ca = config.mtls_client_ca.read_bytes() if config.mtls_client_ca else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read TLS material: {exc}") from exc
+    return grpc.ssl_server_credentials(
+        [(key, cert)],
+        root_certificates=ca,
+        require_client_auth=config.require_client_cert,
+    )
+
+
+def build_server(config: DaemonConfig, log_service: LogService, info: ServerInfo) -> RunningServer:
+    options = [
+        ("grpc.max_receive_message_length", config.max_request_bytes),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
+        options=options,
+        maximum_concurrent_rpcs=None,
+    )
+    v2_pb2_grpc.add_EvidenceOSServicer_to_server(
+        make_servicer(v2_pb2, v2_pb2_grpc, log_service, info), server
+    )
+    v1_pb2_grpc.add_EvidenceOSServicer_to_server(
+        make_servicer(v1_pb2, v1_pb2_grpc, log_service, info), server
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = str(config.listen)
+    credentials = _credentials(config)
+    try:
+        port = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise ConfigError(f"cannot listen on {address} (address in use?)")
+    running = RunningServer(server=server, port=port, health=health_servicer)
+    running.set_serving(False)
+    return running

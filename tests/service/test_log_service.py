@@ -1,0 +1,185 @@
+"""The log service against a real store: appends, signed heads, proofs, integrity checks."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from functools import partial
+from pathlib import Path
+
+import apsw
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from evidenceos.errors import InvalidArgument, LogIntegrityError, NotFound
+from evidenceos.service.log_service import LogService
+from evidenceos.store.db import DB_FILENAME, Store
+from evidenceos.store.keys import load_keyring, rotate_key
+from tests.support import merkle_naive
+
+
+def _open(data_dir: Path) -> tuple[Store, LogService]:
+    store = Store(data_dir)
+    service = LogService(store, load_keyring(data_dir, allow_generate=True))
+    service.start()
+    return store, service
+
+
+def _verify_head_independently(public: bytes, size: int, root: bytes, sig: bytes) -> None:
+    digest = hashlib.sha256(b"evidenceos:sth:v1" + struct.pack(">Q", size) + root).digest()
+    Ed25519PublicKey.from_public_bytes(public).verify(sig, digest)
+
+
+def test_empty_log_has_signed_empty_head(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        head = service.signed_tree_head()
+        assert head.tree_size == 0
+        assert head.root_hash == hashlib.sha256(b"").digest()
+        public, key_id = service.public_key(b"")
+        assert key_id == head.key_id == hashlib.sha256(public).digest()
+        _verify_head_independently(public, 0, head.root_hash, head.signature)
+
+
+def test_appends_sign_one_head_per_commit_and_match_naive_tree(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        payloads = []
+        for i in range(37):
+            leaf = service.append_entry({"kind": "test", "i": i})
+            payloads.append(leaf.payload)
+            assert leaf.leaf_index == i
+            assert payloads[-1] == b'{"i":%d,"kind":"test"}' % i
+        leaves = [hashlib.sha256(b"\x00" + p).digest() for p in payloads]
+        head = service.signed_tree_head()
+        assert head.tree_size == 37
+        assert head.root_hash == merkle_naive.mth(leaves)
+        public, _ = service.public_key(b"")
+        _verify_head_independently(public, 37, head.root_hash, head.signature)
+        with store.read() as conn:
+            sizes = [r[0] for r in conn.execute("SELECT tree_size FROM signed_tree_heads")]
+        assert sizes == list(range(38))
+        for index in (0, 5, 36):
+            proof = service.inclusion_proof(index)
+            assert proof.audit_path == merkle_naive.path(index, leaves)
+            assert proof.root_hash == head.root_hash
+        for first in (0, 1, 8, 20, 37):
+            result = service.consistency(first, 37)
+            assert result.consistent
+            assert result.path == merkle_naive.proof(first, leaves)
+            assert result.first_root_hash == merkle_naive.mth(leaves[:first])
+
+
+def test_proof_bounds(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test"})
+        with pytest.raises(NotFound, match="leaf index not found"):
+            service.inclusion_proof(1)
+        with pytest.raises(InvalidArgument, match="first_tree_size must be <= second"):
+            service.consistency(1, 0)
+        with pytest.raises(InvalidArgument, match="second_tree_size out of bounds"):
+            service.consistency(0, 2)
+        with pytest.raises(InvalidArgument):
+            service.public_key(b"short")
+        with pytest.raises(NotFound, match="key not found"):
+            service.public_key(b"\x01" * 32)
+
+
+def test_rotation_signs_current_tree_with_new_key_and_keeps_old(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test"})
+        old = service.signed_tree_head()
+    new_id = rotate_key(data_dir)
+    store, service = _open(data_dir)
+    with store:
+        head = service.signed_tree_head()
+        assert head.key_id == new_id != old.key_id
+        assert (head.tree_size, head.root_hash) == (old.tree_size, old.root_hash)
+        old_public, _ = service.public_key(old.key_id)
+        _verify_head_independently(old_public, old.tree_size, old.root_hash, old.signature)
+
+
+def test_start_check_passes_on_healthy_log(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        for i in range(10):
+            service.append_entry({"kind": "test", "i": i})
+        service.verify_on_start()
+        report = service.verify_full()
+        assert report.ok and report.tree_size == 10 and report.heads_checked == 11
+
+
+def _tamper(data_dir: Path, sql: str, trigger: str) -> None:
+    conn = apsw.Connection(str(data_dir / DB_FILENAME))
+    trigger_sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (trigger,)).get
+    conn.execute(f"DROP TRIGGER {trigger}")
+    conn.execute(sql)
+    conn.execute(str(trigger_sql))
+    conn.close()
+
+
+def test_full_verify_names_first_bad_leaf(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        for i in range(8):
+            service.append_entry({"kind": "test", "i": i})
+    _tamper(
+        data_dir,
+        'UPDATE log_leaves SET payload = CAST(\'{"kind":"evil"}\' AS BLOB) '
+        "WHERE leaf_index IN (3, 6)",
+        "log_leaves_no_update",
+    )
+    store, service = _open(data_dir)
+    with store:
+        report = service.verify_full()
+        assert not report.ok
+        assert report.problems[0].startswith("leaf 3 hash mismatch")
+        assert not store.schema_cookie_matches()
+
+
+def test_start_check_detects_root_path_node_damage(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        for i in range(8):
+            service.append_entry({"kind": "test", "i": i})
+    _tamper(
+        data_dir,
+        "UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 3 AND node_index = 0",
+        "merkle_nodes_no_update",
+    )
+    store = Store(data_dir)
+    with store:
+        service = LogService(store, None)
+        with pytest.raises(LogIntegrityError, match="does not match the last signed tree head"):
+            service.verify_on_start()
+
+
+def test_start_check_detects_missing_guard(data_dir: Path) -> None:
+    store, _ = _open(data_dir)
+    store.close()
+    conn = apsw.Connection(str(data_dir / DB_FILENAME))
+    conn.execute("DROP TRIGGER log_leaves_no_delete")
+    conn.close()
+    with Store(data_dir) as store:
+        with pytest.raises(LogIntegrityError, match="log_leaves_no_delete"):
+            LogService(store, None).verify_on_start()
+
+
+def _run(conn: apsw.Connection, sql: str) -> None:
+    conn.execute(sql)
+
+
+def test_append_only_triggers_refuse_edits(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test"})
+        for sql in (
+            "UPDATE log_leaves SET kind = 'x'",
+            "DELETE FROM log_leaves",
+            "INSERT INTO log_leaves VALUES (5, 'k', x'00', zeroblob(32), zeroblob(32), 0)",
+            "DELETE FROM signed_tree_heads",
+        ):
+            with pytest.raises(Exception, match=r"append-only|tree size"):
+                store.write(partial(_run, sql=sql))

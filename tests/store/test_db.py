@@ -1,0 +1,145 @@
+"""The store against a real SQLite file: pragmas, migrations, group commit, error mapping."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from pathlib import Path
+
+import apsw
+import pytest
+
+from evidenceos.errors import AlreadyExists, ConfigError, EvidenceOSError, StorageError
+from evidenceos.store.db import APPLICATION_ID, DB_FILENAME, Store, load_migrations
+
+
+def test_pragmas_and_schema_version(data_dir: Path) -> None:
+    with Store(data_dir) as store, store.read() as conn:
+        assert conn.execute("PRAGMA journal_mode").get == "wal"
+        assert conn.execute("PRAGMA foreign_keys").get == 1
+        assert conn.execute("PRAGMA synchronous").get == 2  # FULL
+        assert conn.execute("PRAGMA query_only").get == 1
+        assert conn.execute("PRAGMA user_version").get == len(load_migrations())
+        assert conn.execute("PRAGMA application_id").get == APPLICATION_ID
+
+
+def test_writer_connection_is_full_sync(data_dir: Path) -> None:
+    with Store(data_dir) as store:
+        assert store.write(lambda c: c.execute("PRAGMA synchronous").get) == 2
+
+
+def test_newer_schema_is_refused(data_dir: Path) -> None:
+    Store(data_dir).close()
+    raw = apsw.Connection(str(data_dir / DB_FILENAME))
+    raw.execute("PRAGMA user_version=999")
+    raw.close()
+    with pytest.raises(ConfigError, match="newer than this EvidenceOS supports"):
+        Store(data_dir)
+
+
+def test_foreign_database_is_refused(data_dir: Path) -> None:
+    raw = apsw.Connection(str(data_dir / DB_FILENAME))
+    raw.execute("PRAGMA application_id=1234; CREATE TABLE x(y)")
+    raw.close()
+    with pytest.raises(ConfigError, match="not an EvidenceOS database"):
+        Store(data_dir)
+
+
+def test_reopen_applies_no_migration_twice(data_dir: Path) -> None:
+    Store(data_dir).close()
+    with Store(data_dir) as store, store.read() as conn:
+        assert conn.execute("PRAGMA user_version").get == len(load_migrations())
+
+
+def test_failed_job_rolls_back_alone_and_group_members_commit(data_dir: Path) -> None:
+    with Store(data_dir) as store:
+        store.write(lambda c: c.execute("CREATE TABLE t(k TEXT PRIMARY KEY) STRICT"))
+        barrier = threading.Barrier(9)
+        errors: list[BaseException] = []
+
+        def insert(value: str) -> None:
+            barrier.wait()
+            try:
+
+                def fn(c: apsw.Connection) -> None:
+                    c.execute("INSERT INTO t VALUES (?)", (value,))
+                    if value == "bad":
+                        c.execute("INSERT INTO t VALUES ('dup')")
+                        c.execute("INSERT INTO t VALUES ('dup')")
+
+                store.write(fn)
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=insert, args=(f"v{i}",)) for i in range(8)]
+        threads.append(threading.Thread(target=insert, args=("bad",)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 1
+        assert isinstance(errors[0], AlreadyExists)
+        with store.read() as conn:
+            rows = {r[0] for r in conn.execute("SELECT k FROM t")}
+        assert rows == {f"v{i}" for i in range(8)}  # 'bad' and 'dup' rolled back
+
+
+def test_group_commit_batches_concurrent_writers(data_dir: Path) -> None:
+    sizes: list[int] = []
+    with Store(data_dir) as store:
+        store.add_commit_listener(lambda size, _s: sizes.append(size))
+        store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER) STRICT"))
+        barrier = threading.Barrier(32)
+
+        def work(i: int) -> None:
+            barrier.wait()
+            for _ in range(20):
+                store.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (i,)))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with store.read() as conn:
+            assert conn.execute("SELECT count(*) FROM t").get == 640
+    assert sum(sizes) == 641
+    assert max(sizes) > 1, "32 concurrent writers never shared a commit"
+
+
+def _insert(conn: apsw.Connection, value: int) -> None:
+    conn.execute("INSERT INTO t VALUES (?)", (value,))
+
+
+def test_write_returns_only_after_commit_is_visible_to_readers(data_dir: Path) -> None:
+    with Store(data_dir) as store:
+        store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER) STRICT"))
+        for i in range(50):
+            store.write(partial(_insert, value=i))
+            with store.read() as conn:
+                assert conn.execute("SELECT max(v) FROM t").get == i
+
+
+def test_apsw_errors_become_domain_errors(data_dir: Path) -> None:
+    with Store(data_dir) as store:
+        with pytest.raises(StorageError, match="database error"):
+            store.write(lambda c: c.execute("SELECT * FROM no_such_table"))
+        with pytest.raises(EvidenceOSError), store.read() as conn:
+            conn.execute("INSERT INTO meta VALUES ('a', 'b')")  # readers are query_only
+
+
+def test_close_drains_queued_writes(data_dir: Path) -> None:
+    store = Store(data_dir)
+    store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER) STRICT"))
+
+    def insert(value: int) -> None:
+        store.write(lambda c: c.execute("INSERT INTO t VALUES (?)", (value,)).fetchall())
+
+    threads = [threading.Thread(target=insert, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    with Store(data_dir) as again, again.read() as conn:
+        assert conn.execute("SELECT count(*) FROM t").get == 10
