@@ -7,6 +7,7 @@ DATA_DIR ?= ./data
 LISTEN ?= 127.0.0.1:50051
 TESTS ?=
 PYTEST_ARGS ?=
+LINT_PATHS := $(wildcard evidenceos tests ops scripts)
 
 .PHONY: dev run test lint fmt proto proto-check bench torture clean
 
@@ -25,15 +26,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(if $(TESTS),-k "$(TESTS)") $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check evidenceos tests ops scripts
-	$(BIN)/ruff check evidenceos tests ops scripts
-	$(BIN)/mypy
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy $(LINT_PATHS)
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/gen_proto.py --check
 
 fmt: $(STAMP)
-	$(BIN)/ruff format evidenceos tests ops scripts
-	$(BIN)/ruff check --fix evidenceos tests ops scripts
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_proto.py
