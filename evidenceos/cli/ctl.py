@@ -27,13 +27,18 @@ from evidenceos.store.export import Exporter
 from evidenceos.store.keys import load_keyring, rotate_key
 
 
-@contextmanager
-def open_store(data_dir: Path) -> Iterator[Store]:
+def require_data_dir(data_dir: Path) -> None:
+    """Refuse to act on (and silently create) a data dir the daemon never initialised."""
     if not (data_dir / DB_FILENAME).exists():
         raise FailedPrecondition(
             f"{data_dir / DB_FILENAME} does not exist; start evidenceosd with "
             f"--data-dir {data_dir} once, or check the path"
         )
+
+
+@contextmanager
+def open_store(data_dir: Path) -> Iterator[Store]:
+    require_data_dir(data_dir)
     store = Store(data_dir)
     try:
         yield store
@@ -61,6 +66,7 @@ def keys_rotate(data_dir: Path, as_json: bool) -> None:
     Old keys stay in keys/ so heads they signed keep verifying (GetPublicKey by key id).
     Restart the daemon to start signing with the new key.
     """
+    require_data_dir(data_dir)
     key_id = rotate_key(data_dir)
     if as_json:
         emit_json({"active_key_id": key_id.hex()})
@@ -75,6 +81,7 @@ def keys_rotate(data_dir: Path, as_json: bool) -> None:
 @domain_errors
 def keys_list(data_dir: Path, as_json: bool) -> None:
     """List the ETL signing keys (key id, public key, which is active)."""
+    require_data_dir(data_dir)
     ring = load_keyring(data_dir, allow_generate=False)
     rows = [
         {

@@ -247,6 +247,12 @@ class LogService:
         problems: list[str] = []
         with self._store.read() as conn:
             size = log_table.tree_size(conn)
+            latest = log_table.latest_head(conn)
+            if latest is not None and latest.tree_size > size:
+                problems.append(
+                    f"log truncated: signed tree head for size {latest.tree_size} recorded, "
+                    f"{size} leaves present"
+                )
             nodes = merkle.MemoryNodes()
             for expected_index, leaf in enumerate(log_table.iter_leaves(conn)):
                 if leaf.leaf_index != expected_index:
