@@ -63,6 +63,8 @@ class DaemonConfig:
     insecure_allow_plaintext: bool = False
     production_mode: bool = False
     enable_insecure_v1: bool = False
+    allow_plaintext_holdouts: bool = False
+    insecure_synthetic_holdout: bool = False
     build_git_commit: str = "unknown"
     build_time_utc: str = "unknown"
     grace_period_s: float = 10.0
@@ -97,3 +99,7 @@ class DaemonConfig:
             raise ConfigError(
                 "EVIDENCEOS_ENABLE_INSECURE_V1 is forbidden when EVIDENCEOS_PRODUCTION_MODE is on"
             )
+        if self.production_mode and self.insecure_synthetic_holdout:
+            raise ConfigError("--insecure-synthetic-holdout is forbidden in production mode")
+        if self.production_mode and self.allow_plaintext_holdouts:
+            raise ConfigError("--allow-plaintext-holdouts is forbidden in production mode")

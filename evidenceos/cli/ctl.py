@@ -20,6 +20,7 @@ from evidenceos.cli._common import (
     emit_json,
     json_option,
 )
+from evidenceos.cli.holdout import holdout
 from evidenceos.errors import FailedPrecondition
 from evidenceos.service.log_service import LogService
 from evidenceos.store.db import DB_FILENAME, Store
@@ -205,3 +206,6 @@ def backup(data_dir: Path, target: Path, as_json: bool) -> None:
         click.echo(f"backup {target}: {report.tree_size} leaves, {status}")
     if not report.ok:
         sys.exit(EXIT_VERIFY_FAILED)
+
+
+main.add_command(holdout)

@@ -111,6 +111,16 @@ def env_flag(name: str, default: bool = False) -> bool:
     is_flag=True,
     help="Allow plaintext gRPC on a non-loopback address (not recommended).",
 )
+@click.option(
+    "--allow-plaintext-holdouts",
+    is_flag=True,
+    help="Dev only: accept unencrypted holdouts/<ref>/labels.bin.",
+)
+@click.option(
+    "--insecure-synthetic-holdout",
+    is_flag=True,
+    help="Dev only: serve generated synthetic-* holdouts instead of the registry.",
+)
 def main(
     listen: str,
     data_dir: Path,
@@ -125,6 +135,8 @@ def main(
     mtls_client_ca: Path | None,
     require_client_cert: bool,
     insecure_allow_plaintext: bool,
+    allow_plaintext_holdouts: bool,
+    insecure_synthetic_holdout: bool,
 ) -> None:
     """Run the EvidenceOS verification daemon."""
     try:
@@ -149,6 +161,10 @@ def main(
             insecure_allow_plaintext=insecure_allow_plaintext,
             production_mode=env_flag("EVIDENCEOS_PRODUCTION_MODE"),
             enable_insecure_v1=env_flag("EVIDENCEOS_ENABLE_INSECURE_V1"),
+            allow_plaintext_holdouts=allow_plaintext_holdouts
+            or env_flag("EVIDENCEOS_ALLOW_PLAINTEXT_HOLDOUTS"),
+            insecure_synthetic_holdout=insecure_synthetic_holdout
+            or env_flag("EVIDENCEOS_INSECURE_SYNTHETIC_HOLDOUT"),
             build_git_commit=os.environ.get("EVIDENCEOS_BUILD_GIT_COMMIT", "unknown"),
             build_time_utc=os.environ.get("EVIDENCEOS_BUILD_TIME_UTC", "unknown"),
         )

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -21,13 +22,23 @@ import prometheus_client
 from evidenceos import __version__
 from evidenceos._proto import V2_PROTO_SHA256
 from evidenceos.config import DaemonConfig
+from evidenceos.core.credit import (
+    CreditPricing,
+    HoldoutPoolDefaults,
+    StaticAdmissionProvider,
+    parse_env_flag,
+)
 from evidenceos.errors import LogIntegrityError
 from evidenceos.rpc.server import RunningServer, build_server
+from evidenceos.sandbox import Sandbox
+from evidenceos.service.claims import ClaimService, KernelSettings
+from evidenceos.service.execution import ExecutionService
 from evidenceos.service.info import ServerInfo
 from evidenceos.service.log_service import LogService
 from evidenceos.store import log as log_table
 from evidenceos.store.db import Store
 from evidenceos.store.export import Exporter, ExportScheduler
+from evidenceos.store.holdouts import HoldoutRegistry
 from evidenceos.store.keys import load_keyring
 from evidenceos.store.lock import DataDirLock
 
@@ -98,6 +109,24 @@ def _refuse_reference_intents(data_dir: Path) -> None:
             )
 
 
+def kernel_settings(config: DaemonConfig, env: Mapping[str, str]) -> KernelSettings:
+    """Kernel knobs from the environment (spec 60 §1.3 D, E; spec 20 §8.4)."""
+    pools = HoldoutPoolDefaults.from_env(env)
+    heavy = env.get("EVIDENCEOS_FORCE_HEAVY_LANE_ON_DOMAIN", "CBRN")
+    return KernelSettings(
+        production_mode=config.production_mode,
+        default_holdout_k_bits_budget=pools.k_bits_budget,
+        default_holdout_access_credit_budget=pools.access_credit_budget,
+        holdout_pool_scope=pools.scope.value,
+        force_heavy_domains=frozenset(d.strip().upper() for d in heavy.split(",") if d.strip()),
+        deny_free_text_outputs=parse_env_flag(
+            env, "EVIDENCEOS_DENY_FREE_TEXT_OUTPUTS", default=config.production_mode
+        ),
+        pricing=CreditPricing.from_env(env),
+        admission=StaticAdmissionProvider.from_env(env),
+    )
+
+
 def start(config: DaemonConfig) -> Daemon:
     config.validate()
     lock = DataDirLock(config.data_dir)
@@ -120,8 +149,18 @@ def start(config: DaemonConfig) -> Daemon:
             tls_enabled=config.tls_enabled,
             mtls_enabled=config.require_client_cert,
             insecure_v1_enabled=config.enable_insecure_v1,
+            synthetic_holdout_enabled=config.insecure_synthetic_holdout,
         )
-        server = build_server(config, log_service, info)
+        settings = kernel_settings(config, os.environ)
+        holdouts = HoldoutRegistry(
+            config.data_dir,
+            allow_plaintext=config.allow_plaintext_holdouts,
+            synthetic=config.insecure_synthetic_holdout,
+            env=os.environ,
+        )
+        claims = ClaimService(store, log_service, Sandbox(), holdouts, settings)
+        execution = ExecutionService(claims)
+        server = build_server(config, log_service, info, claims, execution)
         metrics_port = None
         if config.metrics_listen is not None:
             metrics_server, _ = prometheus_client.start_http_server(

@@ -65,6 +65,17 @@ class ConsistencyResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ProofBundle:
+    """Head, inclusion and consistency proof for one leaf, from one snapshot (FetchCapsule)."""
+
+    head: SignedTreeHead
+    leaf_index: int
+    leaf_hash: bytes
+    audit_path: list[bytes]
+    consistency_path: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     tree_size: int
     nodes_checked: int
@@ -164,6 +175,24 @@ class LogService:
                 leaf_hash=get(0, leaf_index),
                 audit_path=merkle.build_inclusion_proof(leaf_index, size, get),
                 root_hash=head.root_hash if head is not None else merkle.EMPTY_ROOT,
+            )
+
+    def proof_bundle(self, leaf_index: int) -> ProofBundle:
+        """The current head with the leaf's audit path and the consistency path from the tree
+        that ended with this leaf (``leaf_index + 1``) to the head."""
+        with self._store.read() as conn:
+            head = log_table.latest_head(conn)
+            if head is None or leaf_index >= head.tree_size:
+                raise NotFound("leaf index not found")
+            get = log_table.node_getter(conn)
+            return ProofBundle(
+                head=head,
+                leaf_index=leaf_index,
+                leaf_hash=get(0, leaf_index),
+                audit_path=merkle.build_inclusion_proof(leaf_index, head.tree_size, get),
+                consistency_path=merkle.build_consistency_proof(
+                    leaf_index + 1, head.tree_size, get
+                ),
             )
 
     def consistency(self, first: int, second: int) -> ConsistencyResult:

@@ -188,8 +188,8 @@ def test_consistency_proof_bad_sizes_are_invalid(
 
 
 def test_unimplemented_rpc_answers_unimplemented(api: Api) -> None:
-    request = api.pb.CreateClaimV2Request(claim_name="x")
-    code, _ = rpc_status(lambda: api.stub.CreateClaimV2(request, timeout=RPC_TIMEOUT))
+    request = api.pb.GrantCreditRequest(principal_id="x", amount=1, reason="r")
+    code, _ = rpc_status(lambda: api.stub.GrantCredit(request, timeout=RPC_TIMEOUT))
     assert code == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -1,0 +1,165 @@
+"""The claim capsule: what an execution publishes in the log (spec 20 §7.2, DESIGN §4, §9).
+
+The capsule is one RFC 8785 object carrying ``kind: "capsule"``, and its canonical bytes are the
+log entry itself, so ``leaf_hash = SHA-256(0x00 || capsule_bytes)`` and
+``capsule_hash = SHA-256(capsule_bytes)`` as clients expect. Non-finite floats become ``null``;
+integers beyond 2^53 - 1 are written as strings (RFC 8785's range).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evidenceos.core.canonical import MAX_SAFE_INTEGER, encode_entry
+from evidenceos.core.ledger import ConservationLedger
+
+CAPSULE_SCHEMA = "evidenceos.v2.claim_capsule"
+RUNTIME_VERSION = "evidenceos-python-kernel-0.1.0"
+ASPEC_VERSION = "aspec.v1"
+PROTOCOL_VERSION = "evidenceos.v2"
+
+
+def _num(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _int(value: int) -> int | str:
+    return value if abs(value) <= MAX_SAFE_INTEGER else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CapsuleInputs:
+    claim_id: bytes
+    topic_id: bytes
+    output_schema_id: str
+    artifacts: Sequence[tuple[str, bytes]]
+    dependency_items: Sequence[bytes]
+    canonical_output: bytes
+    wasm_hash: bytes
+    judge_trace_hash: bytes
+    holdout_ref: str
+    holdout_handle: bytes
+    ledger: ConservationLedger
+    fuel_total: int
+    e_value: float
+    certified: bool
+    decision: int
+    reason_codes: Sequence[int]
+    semantic_hash: bytes | None
+    phys_hir_signature_hash: bytes | None
+    lineage_root_hash: bytes
+    signals_disagree: bool
+    lane: str
+    oracle_id: str
+    oracle_resolution_hash: bytes
+    nullspec_id: bytes | None
+    nullspec_contract_hash: bytes | None
+    eprocess_kind: str
+    epoch: int
+    sealed_preimage_hash: bytes
+
+
+def build_capsule(inputs: CapsuleInputs) -> dict[str, Any]:
+    """The capsule object (field list of spec 20 §7.2; trial fields carry "no trial")."""
+    ledger = inputs.ledger
+    snap = ledger.snapshot()
+    output_hash = hashlib.sha256(inputs.canonical_output).hexdigest()
+    schema_hash = hashlib.sha256(inputs.output_schema_id.encode()).hexdigest()
+    zero32 = "00" * 32
+    return {
+        "kind": "capsule",
+        "schema": CAPSULE_SCHEMA,
+        "claim_id_hex": inputs.claim_id.hex(),
+        "topic_id_hex": inputs.topic_id.hex(),
+        "output_schema_id": inputs.output_schema_id,
+        "code_ir_manifests": [
+            {"kind": kind, "hash_hex": digest.hex()}
+            for kind, digest in sorted(inputs.artifacts, key=lambda a: (a[0], a[1].hex()))
+        ],
+        "dependency_capsule_hashes": sorted(d.hex() for d in inputs.dependency_items),
+        "structured_output_hash_hex": output_hash,
+        "canonical_output_hash_hex": output_hash,
+        "kout_bits_upper_bound": _int(8 * len(inputs.canonical_output)),
+        "wasm_hash_hex": inputs.wasm_hash.hex(),
+        "judge_trace_hash_hex": hashlib.sha256(inputs.judge_trace_hash).hexdigest(),
+        "holdout_ref": inputs.holdout_ref,
+        "holdout_commitment_hex": hashlib.sha256(inputs.holdout_handle).hexdigest(),
+        "ledger": {
+            "alpha": _num(snap.alpha),
+            "log_alpha_target": _num(snap.log_alpha_target),
+            "alpha_prime": _num(snap.alpha_prime),
+            "log_alpha_prime": _num(snap.log_alpha_prime),
+            "k_bits_total": _num(snap.k_bits_total),
+            "barrier_threshold": _num(snap.barrier_threshold),
+            "barrier": _num(snap.barrier),
+            "wealth": _num(snap.wealth),
+            "w_max": _num(snap.w_max),
+            "epsilon_total": _num(snap.epsilon_total),
+            "delta_total": _num(snap.delta_total),
+            "access_credit_spent": _num(snap.access_credit_spent),
+            "epsilon_budget": None
+            if ledger.epsilon_budget is None
+            else _num(ledger.epsilon_budget),
+            "delta_budget": None if ledger.delta_budget is None else _num(ledger.delta_budget),
+            "compute_fuel_spent": _int(inputs.fuel_total),
+        },
+        "ledger_receipts": [
+            {"lane": "wealth_w", "value": _num(snap.wealth), "unit": "e_value_product"},
+            {"lane": "information_k", "value": _num(snap.k_bits_total), "unit": "bits"},
+            {
+                "lane": "privacy_epsilon_delta",
+                "value": _num(snap.epsilon_total + snap.delta_total),
+                "unit": "epsilon_plus_delta",
+            },
+            {"lane": "access_credit", "value": _num(snap.access_credit_spent), "unit": "credits"},
+            {"lane": "compute_fuel", "value": _int(inputs.fuel_total), "unit": "fuel"},
+        ],
+        "e_value": _num(inputs.e_value),
+        "certified": inputs.certified,
+        "decision": inputs.decision,
+        "reason_codes": sorted(set(inputs.reason_codes)),
+        "semantic_hash_hex": (inputs.semantic_hash or bytes(32)).hex(),
+        "physhir_hash_hex": (inputs.phys_hir_signature_hash or bytes(32)).hex(),
+        "lineage_root_hash_hex": inputs.lineage_root_hash.hex(),
+        "output_schema_id_hash_hex": schema_hash,
+        "holdout_handle_hash_hex": hashlib.sha256(inputs.holdout_handle).hexdigest(),
+        "disagreement_score": 1 if inputs.signals_disagree else 0,
+        "semantic_physhir_distance_bits": 0,
+        "escalate_to_heavy": inputs.lane == "heavy",
+        "lane": inputs.lane,
+        "policy_oracle_receipts": [],
+        "topic_oracle_receipt": None,
+        "oracle_id": inputs.oracle_id,
+        "nullspec_id_hex": None if inputs.nullspec_id is None else inputs.nullspec_id.hex(),
+        "oracle_resolution_hash_hex": inputs.oracle_resolution_hash.hex(),
+        "eprocess_kind": inputs.eprocess_kind,
+        "nullspec_contract_hash_hex": (
+            None if inputs.nullspec_contract_hash is None else inputs.nullspec_contract_hash.hex()
+        ),
+        "epoch": _int(inputs.epoch),
+        "sealed_preimage_hash_hex": inputs.sealed_preimage_hash.hex(),
+        "trial_commitment_schema_version": 2,
+        "trial_arm_id": 0,
+        "trial_intervention_id": "",
+        "trial_intervention_version": "",
+        "trial_arm_parameters_hash_hex": zero32,
+        "trial_nonce_hex": "00" * 16,
+        "trial_commitment_hash_hex": hashlib.sha256(b"\x02" + bytes(6 + 32 + 16)).hexdigest(),
+        "environment_attestations": {
+            "runtime_version": RUNTIME_VERSION,
+            "aspec_version": ASPEC_VERSION,
+            "protocol_version": PROTOCOL_VERSION,
+            "tee_backend_name": None,
+            "tee_measurement_hex": None,
+            "tee_attestation_blob_b64": None,
+        },
+        "state": "Certified" if inputs.certified else "Settled",
+    }
+
+
+def encode_capsule(capsule: dict[str, Any]) -> bytes:
+    return encode_entry(capsule)

@@ -1,0 +1,614 @@
+"""ExecuteClaimV2: run the guest against the holdout, meter, decide, publish (spec 20 §3.9,
+spec 30 §7, DESIGN §3, §5).
+
+Everything that can refuse the call without touching the holdout is checked first — state,
+pins, NullSpec, credit (against the worst case) — and leaves no trace. Pool budgets were reserved
+at creation for the worst case, so once the guest has run nothing can fail for lack of budget.
+The outcome commits in one transaction: capsule leaf, claim state, ledger, pool settlements,
+canary, credit and the idempotency record. If the guest ran and then failed, that failure is
+information: an incident commits instead (claim FROZEN, incident leaf, worst case settled,
+fuel charged) before the error reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from evidenceos.core.auth import CallerIdentity
+from evidenceos.core.canary import CanaryConfig, CanaryState
+from evidenceos.core.capsule import CapsuleInputs, build_capsule, encode_capsule
+from evidenceos.core.claim import ClaimRecord
+from evidenceos.core.claim_state import ClaimState
+from evidenceos.core.credit import Account, InsufficientCredit, apply_charge, ensure_account
+from evidenceos.core.decision import Decision, DecisionInputs, Lane, settle_and_decide
+from evidenceos.core.evalue import (
+    EPROCESS_FIXED_ALT,
+    NullModel,
+    compute_e_value,
+    compute_eprocess_kind_id,
+    fallback_model,
+)
+from evidenceos.core.ledger import compute_execution_charge, compute_kout_charge_bits
+from evidenceos.core.nullspec import NullSpecContract
+from evidenceos.core.oracle import (
+    HysteresisState,
+    OraclePins,
+    compute_oracle_answer,
+    compute_resolution_hash,
+)
+from evidenceos.core.structured_claims import SchemaId, canonicalize_output, compute_kout_max_bits
+from evidenceos.errors import (
+    Aborted,
+    EvidenceOSError,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+)
+from evidenceos.sandbox import Sandbox
+from evidenceos.sandbox.engine import CompiledModule, padded_fuel_total
+from evidenceos.sandbox.errors import InvalidModule, InvalidVaultConfig, VaultError
+from evidenceos.sandbox.vault import ExecutionResult, VaultLimits
+from evidenceos.service.claims import (
+    ClaimService,
+    IdempotencyKey,
+    max_output_bytes,
+    parse_claim_id,
+    resolution_for,
+    verify_claim_access,
+)
+from evidenceos.store import accounts as accounts_table
+from evidenceos.store import canary as canary_table
+from evidenceos.store import capsules as capsules_table
+from evidenceos.store import claims as claims_table
+from evidenceos.store import nullspecs as nullspecs_table
+from evidenceos.store import pools as pools_table
+from evidenceos.store.capsules import CapsuleRow
+from evidenceos.store.db import Connection
+from evidenceos.store.failpoints import failpoint
+
+EXECUTE_V2_METHOD = "/evidenceos.v2.EvidenceOS/ExecuteClaimV2"
+_STATE_FOR = {
+    Decision.APPROVE: ClaimState.CERTIFIED,
+    Decision.DEFER: ClaimState.FROZEN,
+    Decision.REJECT: ClaimState.REVOKED,
+}
+_LANES = {"fast": Lane.FAST, "heavy": Lane.HEAVY, "canary": Lane.CANARY}
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionOutcome:
+    state: ClaimState
+    decision: int
+    reason_codes: tuple[int, ...]
+    canonical_output: bytes
+    e_value: float
+    certified: bool
+    capsule_hash: bytes
+    etl_index: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.name,
+            "decision": self.decision,
+            "reason_codes": list(self.reason_codes),
+            "canonical_output": self.canonical_output.hex(),
+            "e_value": self.e_value,
+            "certified": self.certified,
+            "capsule_hash": self.capsule_hash.hex(),
+            "etl_index": self.etl_index,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ExecutionOutcome:
+        return cls(
+            ClaimState[d["state"]],
+            int(d["decision"]),
+            tuple(d["reason_codes"]),
+            bytes.fromhex(d["canonical_output"]),
+            float(d["e_value"]),
+            bool(d["certified"]),
+            bytes.fromhex(d["capsule_hash"]),
+            int(d["etl_index"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _NullSpec:
+    model: NullModel
+    nullspec_id: bytes | None
+    contract_hash: bytes | None
+
+
+class GuestIncident(Exception):
+    """The guest ran and the execution failed afterwards; carries the error to reply with."""
+
+    def __init__(self, error: EvidenceOSError, reason: str, fuel_used: int) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.reason = reason
+        self.fuel_used = fuel_used
+
+
+def lane_limits(claim: ClaimRecord) -> VaultLimits:
+    out = max_output_bytes(claim)
+    return VaultLimits.heavy_lane(out) if claim.lane == "heavy" else VaultLimits.fast_lane(out)
+
+
+class ExecutionService:
+    def __init__(self, claims: ClaimService, canary_config: CanaryConfig | None = None) -> None:
+        self.claims = claims
+        self.canary_config = canary_config or CanaryConfig()
+        self._executing: set[bytes] = set()
+        self._credit_holds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- guards -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _claim_guard(self, claim_id: bytes) -> Iterator[None]:
+        with self._lock:
+            if claim_id in self._executing:
+                raise Aborted("claim execution already in progress")
+            self._executing.add(claim_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._executing.discard(claim_id)
+
+    @contextmanager
+    def _credit_hold(self, principal: str, worst: int) -> Iterator[None]:
+        """Hold the worst-case charge so concurrent executions never overspend (spec 60 §5)."""
+        settings = self.claims.settings
+        if worst > settings.admission.max_credit(principal):
+            raise ResourceExhausted("requested credit exceeds admission limit")
+        with self.claims.store.read() as conn:
+            account = accounts_table.find_account(conn, principal)
+        account = ensure_account(
+            account, limit=settings.admission.max_credit(principal), day=self._day()
+        )
+        with self._lock:
+            held = self._credit_holds.get(principal, 0)
+            if account.credit_balance - held < worst:
+                raise ResourceExhausted("insufficient credit")
+            self._credit_holds[principal] = held + worst
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._credit_holds[principal] - worst
+                if left:
+                    self._credit_holds[principal] = left
+                else:
+                    del self._credit_holds[principal]
+
+    def _day(self) -> int:
+        return self.claims.clock() // 86_400_000
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def execute_claim_v2(
+        self, caller: CallerIdentity, claim_id: bytes, key: IdempotencyKey | None
+    ) -> ExecutionOutcome:
+        svc = self.claims
+        parse_claim_id(claim_id)
+        with svc.inflight(key):
+            cached = svc.replayed(key)
+            if cached is not None:
+                return ExecutionOutcome.from_json(cached)
+            with self._claim_guard(claim_id):
+                with svc.store.read() as conn:
+                    claim = claims_table.get_claim(conn, claim_id)
+                    verify_claim_access(caller, claim)
+                    epoch = svc.current_epoch(conn)
+                    self._verify_executable(claim, epoch)
+                    nullspec = self._nullspec(conn, claim, epoch)
+                    module = self._module(conn, claim)
+                limits = lane_limits(claim)
+                worst = self._worst_charge(claim, limits)
+                with self._credit_hold(caller.principal_id, worst):
+                    holdout = svc.holdouts.resolve(claim.holdout_ref)
+                    holdout.descriptor.verify_matches_claim(claim.holdout_handle, claim.holdout_len)
+                    try:
+                        return self._run_and_commit(
+                            caller, claim, epoch, nullspec, module, limits, holdout.labels, key
+                        )
+                    except GuestIncident as incident:
+                        self._commit_incident(caller, claim, incident)
+                        raise incident.error from None
+
+    def _verify_executable(self, claim: ClaimRecord, epoch: int) -> None:
+        if claim.state is not ClaimState.SEALED:
+            raise FailedPrecondition("claim must be SEALED before execution")
+        if claim.sealed_preimage_hash is None:
+            raise FailedPrecondition("freeze gates not completed")
+        if claim.oracle_pins is None:
+            raise FailedPrecondition("oracle pins missing")
+        pins = OraclePins.from_json(claim.oracle_pins)
+        if compute_resolution_hash(resolution_for(claim)) != pins.oracle_resolution_hash:
+            raise FailedPrecondition("oracle resolution hash mismatch with sealed pins")
+        if pins.is_stale(epoch):
+            raise FailedPrecondition("claim is stale; re-freeze before execution")
+
+    def _nullspec(self, conn: Connection, claim: ClaimRecord, epoch: int) -> _NullSpec:
+        """Explicit id, else the active contract for (oracle_id, holdout), else the fallback."""
+        nullspec_id: bytes | None = None
+        if claim.nullspec_id:
+            try:
+                nullspec_id = bytes.fromhex(claim.nullspec_id)
+            except ValueError:
+                raise InvalidArgument("invalid nullspec_id hex") from None
+            if len(nullspec_id) != 32:
+                raise InvalidArgument("invalid nullspec_id length")
+        else:
+            nullspec_id = nullspecs_table.find_active(conn, claim.oracle_id, claim.holdout_ref)
+        if nullspec_id is None:
+            if self.claims.settings.production_mode:
+                raise FailedPrecondition("missing active nullspec")
+            return _NullSpec(fallback_model(), None, None)
+        stored = nullspecs_table.find_nullspec(conn, nullspec_id)
+        if stored is None:
+            raise FailedPrecondition("active nullspec not found")
+        contract = NullSpecContract.from_json(stored)
+        if contract.is_expired(epoch):
+            raise FailedPrecondition("active nullspec expired")
+        if contract.oracle_resolution_hash != compute_resolution_hash(resolution_for(claim)):
+            raise FailedPrecondition("nullspec resolution hash mismatch")
+        return _NullSpec(contract, nullspec_id, hashlib.sha256(contract.canonical_bytes()).digest())
+
+    def _module(self, conn: Connection, claim: ClaimRecord) -> CompiledModule:
+        """Compiled once per module: the in-process cache, else the stored artefact."""
+        sandbox: Sandbox = self.claims.sandbox
+        assert claim.wasm_sha256 is not None  # noqa: S101 - SEALED implies a module
+        cached = sandbox.lookup(claim.wasm_sha256)
+        if cached is not None:
+            return cached
+        artefact = claims_table.get_compiled_module(
+            conn, claim.wasm_sha256, sandbox.engine_fingerprint()
+        )
+        if artefact is not None:
+            return sandbox.load_serialized(claim.wasm_sha256, artefact)
+        return sandbox.compile(claims_table.get_wasm_module(conn, claim.wasm_sha256))
+
+    def _worst_charge(self, claim: ClaimRecord, limits: VaultLimits) -> int:
+        pln = claim.pln
+        max_fuel = limits.max_fuel if pln is None else min(limits.max_fuel, pln.max_fuel)
+        fuel = padded_fuel_total(
+            claim.epoch_size,
+            max_fuel,
+            None if pln is None else pln.target_fuel,
+            None if pln is None else pln.max_fuel,
+        )
+        pages = limits.max_memory_bytes // 65536
+        return self.claims.settings.pricing.compute_charge(
+            k_bits=claim.reserved_k_bits, fuel=fuel, max_memory_pages=pages
+        )
+
+    def _run_and_commit(
+        self,
+        caller: CallerIdentity,
+        claim: ClaimRecord,
+        epoch: int,
+        nullspec: _NullSpec,
+        module: CompiledModule,
+        limits: VaultLimits,
+        labels: bytes,
+        key: IdempotencyKey | None,
+    ) -> ExecutionOutcome:
+        svc = self.claims
+        schema = SchemaId(claim.schema)
+        resolution = resolution_for(claim)
+        hysteresis = [HysteresisState()]
+
+        def oracle(predictions: bytes) -> int:
+            answer = compute_oracle_answer(resolution, labels, predictions, hysteresis[0])
+            hysteresis[0] = answer.state
+            return answer.bucket
+
+        envelope = [False]
+
+        def validate_output(raw: bytes) -> tuple[bytes, int]:
+            if schema is SchemaId.LEGACY:
+                return raw, 0
+            out = canonicalize_output(schema, raw)
+            envelope[0] = out.envelope_check_failed
+            return out.canonical_bytes, out.kout_bits
+
+        try:
+            result = svc.sandbox.execute(
+                module,
+                limits=limits,
+                holdout_len=len(labels),
+                oracle=oracle,
+                validate_output=validate_output,
+            )
+        except (InvalidVaultConfig, InvalidModule):
+            raise  # refused before any guest code ran: nothing to record
+        except VaultError as exc:
+            # Imports and memory were checked at commit, so any other failure happened after
+            # the guest started: an incident, even with no fuel reported (wasmtime settles fuel
+            # lazily).
+            raise GuestIncident(exc, "execution_failure", exc.fuel_used) from exc
+        try:
+            return self._settle(caller, claim, epoch, nullspec, result, envelope[0], key)
+        except GuestIncident:
+            raise
+        except (FailedPrecondition, InvalidArgument) as exc:
+            raise GuestIncident(exc, "execution_failure", result.fuel_used) from exc
+
+    def _settle(
+        self,
+        caller: CallerIdentity,
+        claim: ClaimRecord,
+        epoch: int,
+        nullspec: _NullSpec,
+        result: ExecutionResult,
+        envelope_violation: bool,
+        key: IdempotencyKey | None,
+    ) -> ExecutionOutcome:
+        svc = self.claims
+        schema = SchemaId(claim.schema)
+        resolution = resolution_for(claim)
+        if schema is SchemaId.LEGACY:
+            try:
+                resolution.decode_bucket(result.output)
+            except InvalidArgument as exc:
+                raise GuestIncident(exc, "non_canonical_output", result.fuel_used) from exc
+        pln = claim.pln
+        fuel_total = padded_fuel_total(
+            claim.epoch_size,
+            result.fuel_used,
+            None if pln is None else pln.target_fuel,
+            None if pln is None else pln.max_fuel,
+        )
+        svc.sandbox.burn(fuel_total - result.fuel_used)
+        bits_per_call = resolution.bits_per_call
+        kout = compute_kout_charge_bits(
+            compute_kout_max_bits(schema), len(result.output), bits_per_call, result.oracle_calls
+        )
+        charge = compute_execution_charge(
+            bits_per_call, result.oracle_calls, svc.settings.dependence_multiplier, kout
+        )
+        e_value = compute_e_value(nullspec.model, result.oracle_buckets)
+        credit = svc.settings.pricing.compute_charge(
+            k_bits=charge.principal_k_bits,
+            fuel=fuel_total or None,
+            max_memory_pages=result.max_memory_pages or None,
+        )
+
+        def write(conn: Connection) -> ExecutionOutcome:
+            current = claims_table.get_claim(conn, claim.claim_id)
+            if current.state is not ClaimState.SEALED or (
+                current.execution_nonce != claim.execution_nonce
+            ):
+                raise Aborted("claim execution superseded")
+            ledger = current.ledger.charge_execution(charge)
+            self._settle_pools(conn, current, charge.total_k_bits)
+            canary_frozen = self._canary(conn, current, nullspec.model, result, epoch)
+            outcome = settle_and_decide(
+                ledger,
+                e_value,
+                DecisionInputs(
+                    lane=_LANES[current.lane],
+                    canary_frozen=canary_frozen,
+                    envelope_violation=envelope_violation,
+                ),
+            )
+            output = self._kernel_output(
+                schema, result.output, outcome.decision, outcome.reason_codes, e_value
+            )
+            capsule = build_capsule(
+                CapsuleInputs(
+                    claim_id=current.claim_id,
+                    topic_id=current.topic_id,
+                    output_schema_id=current.output_schema_id,
+                    artifacts=[(a.kind, a.artifact_hash) for a in current.artifacts],
+                    dependency_items=current.dependency_items,
+                    canonical_output=output,
+                    wasm_hash=current.wasm_sha256 or bytes(32),
+                    judge_trace_hash=result.judge_trace_hash,
+                    holdout_ref=current.holdout_ref,
+                    holdout_handle=current.holdout_handle,
+                    ledger=outcome.ledger,
+                    fuel_total=fuel_total,
+                    e_value=outcome.reported_e_value,
+                    certified=outcome.certified,
+                    decision=int(outcome.decision),
+                    reason_codes=outcome.reason_codes,
+                    semantic_hash=current.semantic_hash,
+                    phys_hir_signature_hash=current.phys_hir_signature_hash,
+                    lineage_root_hash=current.dependency_merkle_root
+                    or hashlib.sha256(b"").digest(),
+                    signals_disagree=current.signals_disagree,
+                    lane=current.lane,
+                    oracle_id=current.oracle_id,
+                    oracle_resolution_hash=compute_resolution_hash(resolution),
+                    nullspec_id=nullspec.nullspec_id,
+                    nullspec_contract_hash=nullspec.contract_hash,
+                    eprocess_kind=compute_eprocess_kind_id(nullspec.model)
+                    if nullspec.nullspec_id is not None
+                    else EPROCESS_FIXED_ALT,
+                    epoch=epoch,
+                    sealed_preimage_hash=current.sealed_preimage_hash or bytes(32),
+                )
+            )
+            leaf = svc.log.append(conn, capsule)
+            capsule_bytes = encode_capsule(capsule)
+            capsule_hash = hashlib.sha256(capsule_bytes).digest()
+            state = _STATE_FOR[outcome.decision]
+            capsules_table.put_capsule(
+                conn,
+                CapsuleRow(
+                    leaf_index=leaf.leaf_index,
+                    capsule_hash=capsule_hash,
+                    claim_id=current.claim_id,
+                    topic_id=current.topic_id,
+                    holdout_ref=current.holdout_ref,
+                    oracle_id=current.oracle_id,
+                    lane=current.lane,
+                    decision=int(outcome.decision),
+                    certified=outcome.certified,
+                    e_value=outcome.reported_e_value,
+                    k_bits_total=outcome.ledger.k_bits_total,
+                    epoch=epoch,
+                    owner_principal_id=current.owner_principal_id,
+                ),
+                list(current.dependency_items),
+            )
+            self._charge_credit(conn, caller.principal_id, credit)
+            updated = replace(
+                current,
+                state=state,
+                ledger=outcome.ledger,
+                reserved_k_bits=0,
+                reserved_access_credit=0,
+                execution_nonce=current.execution_nonce + 1,
+                last_decision=int(outcome.decision),
+                last_capsule_hash=capsule_hash,
+                etl_index=leaf.leaf_index,
+            )
+            claims_table.put_claim(conn, updated, svc.clock())
+            response = ExecutionOutcome(
+                state=state,
+                decision=int(outcome.decision),
+                reason_codes=tuple(outcome.reason_codes),
+                canonical_output=output,
+                e_value=outcome.reported_e_value,
+                certified=outcome.certified,
+                capsule_hash=capsule_hash,
+                etl_index=leaf.leaf_index,
+            )
+            svc.remember(conn, key, response.to_json())
+            failpoint("before_commit_execute_claim_v2")
+            return response
+
+        outcome = svc.store.write(write)
+        failpoint("after_etl_append_execute_claim_v2")
+        return outcome
+
+    @staticmethod
+    def _kernel_output(
+        schema: SchemaId, output: bytes, decision: Decision, codes: tuple[int, ...], e: float
+    ) -> bytes:
+        """Legacy symbols unchanged; structured claims get the kernel's verdict (spec 20 §7.3)."""
+        if schema is SchemaId.LEGACY:
+            return output
+        doc = json.loads(output)
+        doc["kernel_decision"] = int(decision)
+        doc["kernel_reason_codes"] = list(codes)
+        doc["kernel_e_value_total"] = e if math.isfinite(e) else None
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    @staticmethod
+    def _settle_pools(conn: Connection, claim: ClaimRecord, actual: float) -> None:
+        reserved = claim.reserved_k_bits
+        topic = pools_table.find_topic_pool(conn, claim.topic_id)
+        if topic is not None:
+            pools_table.put_topic_pool(
+                conn, claim.topic_id, topic.settle(reserved, reserved, actual, actual)
+            )
+        for principal in claim.holdout_pool_principals:
+            pool = pools_table.find_holdout_pool(conn, claim.holdout_handle, principal)
+            if pool is not None:
+                pools_table.put_holdout_pool(
+                    conn,
+                    claim.holdout_handle,
+                    principal,
+                    pool.settle(reserved, reserved, actual, actual),
+                )
+
+    def _canary(
+        self,
+        conn: Connection,
+        claim: ClaimRecord,
+        model: NullModel,
+        result: ExecutionResult,
+        epoch: int,
+    ) -> bool:
+        """CANARY-lane pulses feed the stream's drift e-process; every run reads its trip."""
+        state = canary_table.find_canary_state(
+            conn, claim.oracle_id, claim.holdout_ref
+        ) or CanaryState.create(self.canary_config)
+        if claim.lane == "canary":
+            state = state.update_with_buckets(model, result.oracle_buckets, epoch)
+            canary_table.put_canary_state(conn, claim.oracle_id, claim.holdout_ref, state)
+        return state.drift_frozen
+
+    def _charge_credit(self, conn: Connection, principal: str, amount: int) -> Account:
+        """Burn the actual charge; the worst-case hold made sure it fits."""
+        settings = self.claims.settings
+        existing = accounts_table.find_account(conn, principal)
+        try:
+            account = apply_charge(
+                existing,
+                principal_id=principal,  # type: ignore[arg-type]
+                amount=amount,
+                admission=settings.admission,
+                day=self._day(),
+            )
+        except InsufficientCredit:
+            base = ensure_account(
+                existing, limit=settings.admission.max_credit(principal), day=self._day()
+            )
+            account = base.burn(base.credit_balance)
+        accounts_table.put_account(conn, principal, account)
+        return account
+
+    # -- incidents ----------------------------------------------------------------------------
+
+    def _commit_incident(
+        self, caller: CallerIdentity, claim: ClaimRecord, incident: GuestIncident
+    ) -> None:
+        """The guest ran and failed: FROZEN, incident leaf, worst case settled, fuel charged."""
+        svc = self.claims
+        fuel_charge = incident.fuel_used * svc.settings.pricing.lambda_cpu_per_fuel
+
+        def write(conn: Connection) -> None:
+            current = claims_table.get_claim(conn, claim.claim_id)
+            if current.state is not ClaimState.SEALED:
+                return
+            worst = float(current.reserved_k_bits)
+            self._settle_pools(conn, current, worst)
+            leaf = svc.log.append(
+                conn,
+                {
+                    "kind": "incident",
+                    "claim_id_hex": current.claim_id.hex(),
+                    "topic_id_hex": current.topic_id.hex(),
+                    "holdout_ref": current.holdout_ref,
+                    "reason": incident.reason,
+                    "error": incident.error.message,
+                    "fuel_used": incident.fuel_used,
+                    "k_bits_settled": current.reserved_k_bits,
+                },
+            )
+            capsules_table.put_incident(
+                conn,
+                current.claim_id,
+                leaf.leaf_index,
+                incident.reason,
+                incident.fuel_used,
+                worst,
+                svc.clock(),
+            )
+            self._charge_credit(conn, caller.principal_id, fuel_charge)
+            updated = replace(
+                current,
+                state=ClaimState.FROZEN,
+                ledger=current.ledger.freeze("incident_freeze", {"reason": incident.reason}),
+                reserved_k_bits=0,
+                reserved_access_credit=0,
+                execution_nonce=current.execution_nonce + 1,
+                incident_reason=incident.reason,
+            )
+            claims_table.put_claim(conn, updated, svc.clock())
+            failpoint("before_commit_execute_claim_v2_incident")
+
+        svc.store.write(write)

@@ -1,0 +1,128 @@
+"""Table module for ``claims``, ``claim_artifacts``, ``wasm_modules`` and ``compiled_modules``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+from evidenceos.core.claim import ClaimRecord
+from evidenceos.errors import NotFound
+from evidenceos.store.db import Connection
+
+_UPSERT = """
+INSERT INTO claims(claim_id, owner_principal_id, claim_name, topic_id, holdout_ref, holdout_handle,
+  oracle_id, lane, output_schema_id, state, wasm_sha256, last_decision, last_capsule_hash,
+  etl_index, record_json, created_at_ms, updated_at_ms)
+VALUES (:claim_id, :owner, :claim_name, :topic_id, :holdout_ref, :holdout_handle, :oracle_id,
+  :lane, :output_schema_id, :state, :wasm_sha256, :last_decision, :last_capsule_hash, :etl_index,
+  :record_json, :now, :now)
+ON CONFLICT(claim_id) DO UPDATE SET
+  lane = excluded.lane, state = excluded.state, wasm_sha256 = excluded.wasm_sha256,
+  last_decision = excluded.last_decision, last_capsule_hash = excluded.last_capsule_hash,
+  etl_index = excluded.etl_index, record_json = excluded.record_json,
+  updated_at_ms = excluded.updated_at_ms
+"""
+
+
+def put_claim(conn: Connection, record: ClaimRecord, now_ms: int) -> None:
+    conn.execute(
+        _UPSERT,
+        {
+            "claim_id": record.claim_id,
+            "owner": record.owner_principal_id,
+            "claim_name": record.claim_name,
+            "topic_id": record.topic_id,
+            "holdout_ref": record.holdout_ref,
+            "holdout_handle": record.holdout_handle,
+            "oracle_id": record.oracle_id,
+            "lane": record.lane,
+            "output_schema_id": record.output_schema_id,
+            "state": record.state.name,
+            "wasm_sha256": record.wasm_sha256,
+            "last_decision": record.last_decision,
+            "last_capsule_hash": record.last_capsule_hash,
+            "etl_index": record.etl_index,
+            "record_json": json.dumps(record.to_json(), sort_keys=True),
+            "now": now_ms,
+        },
+    )
+    conn.execute("DELETE FROM claim_artifacts WHERE claim_id = ?", (record.claim_id,))
+    for position, artifact in enumerate(record.artifacts):
+        conn.execute(
+            "INSERT INTO claim_artifacts(claim_id, position, kind, artifact_hash) "
+            "VALUES (?, ?, ?, ?)",
+            (record.claim_id, position, artifact.kind, artifact.artifact_hash),
+        )
+
+
+def find_claim(conn: Connection, claim_id: bytes) -> ClaimRecord | None:
+    row = conn.execute("SELECT record_json FROM claims WHERE claim_id = ?", (claim_id,)).get
+    if row is None:
+        return None
+    return ClaimRecord.from_json(json.loads(str(row)))
+
+
+def get_claim(conn: Connection, claim_id: bytes) -> ClaimRecord:
+    record = find_claim(conn, claim_id)
+    if record is None:
+        raise NotFound("claim not found")
+    return record
+
+
+def iter_claims(conn: Connection) -> Iterator[ClaimRecord]:
+    for (text,) in conn.execute("SELECT record_json FROM claims ORDER BY created_at_ms, claim_id"):
+        yield ClaimRecord.from_json(json.loads(str(text)))
+
+
+def claims_with_capsule(conn: Connection, capsule_hash: bytes) -> list[ClaimRecord]:
+    return [
+        ClaimRecord.from_json(json.loads(str(text)))
+        for (text,) in conn.execute(
+            "SELECT record_json FROM claims WHERE last_capsule_hash = ?", (capsule_hash,)
+        )
+    ]
+
+
+def put_wasm_module(conn: Connection, module: bytes, now_ms: int) -> bytes:
+    digest = hashlib.sha256(module).digest()
+    conn.execute(
+        "INSERT INTO wasm_modules(module_sha256, module, first_seen_at_ms) VALUES (?, ?, ?) "
+        "ON CONFLICT(module_sha256) DO NOTHING",
+        (digest, module, now_ms),
+    )
+    return digest
+
+
+def get_wasm_module(conn: Connection, module_sha256: bytes) -> bytes:
+    row = conn.execute(
+        "SELECT module FROM wasm_modules WHERE module_sha256 = ?", (module_sha256,)
+    ).get
+    if not isinstance(row, bytes):
+        raise NotFound("wasm module not found")
+    return row
+
+
+def get_compiled_module(conn: Connection, module_sha256: bytes, fingerprint: str) -> bytes | None:
+    row = conn.execute(
+        "SELECT artefact FROM compiled_modules WHERE module_sha256 = ? AND engine_fingerprint = ?",
+        (module_sha256, fingerprint),
+    ).get
+    return row if isinstance(row, bytes) else None
+
+
+def put_compiled_module(
+    conn: Connection, module_sha256: bytes, fingerprint: str, artefact: bytes, now_ms: int
+) -> None:
+    conn.execute(
+        "INSERT INTO compiled_modules(module_sha256, engine_fingerprint, artefact, compiled_at_ms) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (module_sha256, fingerprint, artefact, now_ms),
+    )
+
+
+def count_by_state(conn: Connection) -> dict[str, int]:
+    return {
+        str(state): int(count)
+        for state, count in conn.execute("SELECT state, count(*) FROM claims GROUP BY state")
+    }

@@ -1,0 +1,1 @@
+../evidenceos/store/migrations/0002_claims.sql

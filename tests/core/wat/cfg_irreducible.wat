@@ -1,0 +1,18 @@
+;; QUIRK: the else after a returning then-branch is dead code entering the loop SCC
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (func (export "run")
+    (local $i i32)
+    i32.const 0
+    local.set $i
+    loop
+      (if (i32.eqz (local.get $i)) (then (return)) (else nop))
+      local.get $i
+      i32.const 1
+      i32.add
+      local.set $i
+      local.get $i
+      i32.const 3
+      i32.lt_u
+      br_if 0
+    end))

@@ -1,0 +1,31 @@
+;; nested canonical loops with an if: reducible, accepted in the heavy lane
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (func (export "run")
+    (local $i i32)
+    (local $j i32)
+    i32.const 0
+    local.set $i
+    i32.const 0
+    local.set $j
+    loop
+      loop
+        (if (i32.eqz (local.get $j)) (then nop))
+        local.get $j
+        i32.const 1
+        i32.add
+        local.set $j
+        local.get $j
+        i32.const 2
+        i32.lt_u
+        br_if 0
+      end
+      local.get $i
+      i32.const 1
+      i32.add
+      local.set $i
+      local.get $i
+      i32.const 2
+      i32.lt_u
+      br_if 0
+    end))

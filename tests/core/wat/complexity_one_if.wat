@@ -1,0 +1,5 @@
+;; one if: complexity 2, proxy 3
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (func (export "run")
+    (if (i32.const 1) (then nop))))

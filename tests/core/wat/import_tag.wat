@@ -1,0 +1,6 @@
+;; exception tag import
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (import "env" "t" (tag))
+  (func (export "run")
+    nop))

@@ -1,0 +1,5 @@
+;; br_table
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (func (export "run")
+    (block (br_table 0 (i32.const 0)))))

@@ -1,0 +1,7 @@
+;; elem.drop is not in the reference's table-op list
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (table 1 funcref)
+  (elem $e func)
+  (func (export "run")
+    (elem.drop $e)))

@@ -1,0 +1,7 @@
+;; table.get
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (table 1 funcref)
+  (elem $e func)
+  (func (export "run")
+    (drop (table.get (i32.const 0)))))

@@ -1,0 +1,6 @@
+;; legacy exceptions: throw
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (tag $x)
+  (func (export "run")
+    (throw $x)))

@@ -1,0 +1,6 @@
+;; run -> f, f -> f
+(module
+  (import "kernel" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+  (func (export "run")
+    (call $f))
+  (func $f (call $f)))

@@ -1,0 +1,124 @@
+"""PLN fuel padding (spec 30 §5.5): the padded total, its errors, and the burn module."""
+
+from __future__ import annotations
+
+import pytest
+import wasmtime
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evidenceos.errors import FailedPrecondition, InvalidArgument
+from evidenceos.sandbox import BURN_WASM_MODULE, Sandbox, VaultLimits, padded_fuel_total
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Sandbox:
+    return Sandbox()
+
+
+@pytest.mark.parametrize(("fuel_used", "total"), [(25, 120), (137, 140), (120, 120), (0, 120)])
+def test_reference_vectors(fuel_used: int, total: int) -> None:
+    assert padded_fuel_total(10, fuel_used, 120, 200) == total
+
+
+def test_reference_vector_over_max_fuel() -> None:
+    with pytest.raises(FailedPrecondition, match=r"^PLN max fuel exceeded$"):
+        padded_fuel_total(10, 201, 120, 200)
+
+
+@pytest.mark.parametrize(("fuel_used", "total"), [(0, 0), (25, 30), (30, 30), (31, 40)])
+def test_without_pln_only_rounds_up(fuel_used: int, total: int) -> None:
+    assert padded_fuel_total(10, fuel_used, None, None) == total
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "message"),
+    [
+        ((0, 5, 120, 200), InvalidArgument, "epoch_size must be > 0"),
+        ((0, 5, None, None), InvalidArgument, "epoch_size must be > 0"),
+        ((10, 5, 0, 200), FailedPrecondition, "PLN config invalid"),
+        ((10, 5, 120, 0), FailedPrecondition, "PLN config invalid"),
+        ((10, 5, 120, None), FailedPrecondition, "PLN config invalid"),
+        ((10, 5, None, 200), FailedPrecondition, "PLN config invalid"),
+        ((10, 5, 201, 200), FailedPrecondition, "PLN target exceeds max fuel"),
+    ],
+)
+def test_invalid_inputs(
+    args: tuple[int, int, int | None, int | None], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^{message}$"):
+        padded_fuel_total(*args)
+
+
+def test_total_saturates_at_u64() -> None:
+    assert padded_fuel_total(10, 2**64 - 1, None, None) == 2**64 - 1
+
+
+@given(
+    epoch=st.integers(1, 10_000),
+    fuel_used=st.integers(0, 10**7),
+    target=st.integers(1, 10**7),
+    extra=st.integers(0, 10**7),
+)
+def test_total_is_the_least_epoch_multiple_covering_fuel_and_target(
+    epoch: int, fuel_used: int, target: int, extra: int
+) -> None:
+    max_fuel = max(target, fuel_used) + extra
+    total = padded_fuel_total(epoch, fuel_used, target, max_fuel)
+    normalized = max(fuel_used, target)
+    assert total % epoch == 0
+    assert normalized <= total < normalized + epoch
+
+
+def test_burn_module_is_the_38_byte_loop() -> None:
+    assert len(BURN_WASM_MODULE) == 38
+    assert (
+        bytes(wasmtime.wat2wasm('(module (func (export "run") (loop (br 0))))')) == BURN_WASM_MODULE
+    )
+
+
+@pytest.mark.parametrize("padding", [0, 1, 7, 1_000, 1_000_000])
+def test_burn_runs_the_padding_to_exhaustion(sandbox: Sandbox, padding: int) -> None:
+    sandbox.burn(padding)
+
+
+def test_burn_refuses_negative_padding(sandbox: Sandbox) -> None:
+    with pytest.raises(InvalidArgument):
+        sandbox.burn(-1)
+
+
+def test_padding_equalises_fuel_of_different_guests(sandbox: Sandbox) -> None:
+    """Two guests with different raw fuel are charged the same padded total (spec 30 §5.6)."""
+    emit_only = """
+    (module
+      (import "env" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "run") (drop (call $emit (i32.const 0) (i32.const 1)))))
+    """
+    with_loop = """
+    (module
+      (import "env" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "run") (local $i i32)
+        (loop $again
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br_if $again (i32.lt_u (local.get $i) (i32.const 20))))
+        (drop (call $emit (i32.const 0) (i32.const 1)))))
+    """
+    limits = VaultLimits.fast_lane(1)
+    totals = []
+    used = []
+    for wat in (emit_only, with_loop):
+        result = sandbox.execute(
+            sandbox.compile(bytes(wasmtime.wat2wasm(wat))),
+            limits=limits,
+            holdout_len=1,
+            oracle=lambda _: 0,
+            validate_output=lambda raw: (raw, 0),
+        )
+        total = padded_fuel_total(100, result.fuel_used, 500, 1_000)
+        sandbox.burn(total - result.fuel_used)
+        used.append(result.fuel_used)
+        totals.append(total)
+    assert used[0] < used[1]
+    assert totals == [500, 500]
