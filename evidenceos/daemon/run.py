@@ -30,6 +30,7 @@ from evidenceos.core.credit import (
 )
 from evidenceos.errors import LogIntegrityError
 from evidenceos.rpc.server import RunningServer, build_server
+from evidenceos.rpc.services import Services
 from evidenceos.sandbox import Sandbox
 from evidenceos.service.claims import ClaimService, KernelSettings
 from evidenceos.service.execution import ExecutionService
@@ -160,7 +161,7 @@ def start(config: DaemonConfig) -> Daemon:
         )
         claims = ClaimService(store, log_service, Sandbox(), holdouts, settings)
         execution = ExecutionService(claims)
-        server = build_server(config, log_service, info, claims, execution)
+        server = build_server(config, Services(log_service, info, claims, execution))
         metrics_port = None
         if config.metrics_listen is not None:
             metrics_server, _ = prometheus_client.start_http_server(

@@ -16,10 +16,7 @@ from evidenceos._proto.v2 import evidenceos_pb2_grpc as v2_pb2_grpc
 from evidenceos.config import DaemonConfig
 from evidenceos.errors import ConfigError
 from evidenceos.rpc.servicer import make_servicer
-from evidenceos.service.claims import ClaimService
-from evidenceos.service.execution import ExecutionService
-from evidenceos.service.info import ServerInfo
-from evidenceos.service.log_service import LogService
+from evidenceos.rpc.services import Services
 
 SERVICE_NAMES = (
     v2_pb2.DESCRIPTOR.services_by_name["EvidenceOS"].full_name,
@@ -60,13 +57,7 @@ def _credentials(config: DaemonConfig) -> grpc.ServerCredentials | None:
     )
 
 
-def build_server(
-    config: DaemonConfig,
-    log_service: LogService,
-    info: ServerInfo,
-    claims: ClaimService,
-    execution: ExecutionService,
-) -> RunningServer:
+def build_server(config: DaemonConfig, services: Services) -> RunningServer:
     options = [
         ("grpc.max_receive_message_length", config.max_request_bytes),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -78,9 +69,7 @@ def build_server(
         maximum_concurrent_rpcs=None,
     )
     for pb, pb_grpc in ((v2_pb2, v2_pb2_grpc), (v1_pb2, v1_pb2_grpc)):
-        pb_grpc.add_EvidenceOSServicer_to_server(
-            make_servicer(pb, pb_grpc, log_service, info, claims, execution), server
-        )
+        pb_grpc.add_EvidenceOSServicer_to_server(make_servicer(pb, pb_grpc, services), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
