@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from evidenceos.core.etl_framing import frame_record
+from evidenceos.store import canary as canary_table
+from evidenceos.store import claims as claims_table
 from evidenceos.store import log as log_table
+from evidenceos.store import pools as pools_table
 from evidenceos.store.db import Connection, Store
 from evidenceos.store.files import atomic_write
 
@@ -196,11 +199,21 @@ class Exporter:
                     "key_id": head.key_id.hex() if head else None,
                     "signature": head.signature.hex() if head else None,
                 },
-                "claims": [],
+                "claims": [c.to_json() for c in claims_table.iter_claims(conn)],
                 "revocations": [],
-                "topic_pools": [],
-                "holdout_pools": [],
-                "canary_states": [],
+                "topic_pools": [
+                    {"topic_id": topic.hex(), **pool.to_json()}
+                    for topic, pool in pools_table.iter_topic_pools(conn)
+                ],
+                "holdout_pools": [
+                    {"holdout_handle": handle.hex(), "principal_id": principal or None}
+                    | pool.to_json()
+                    for handle, principal, pool in pools_table.iter_holdout_pools(conn)
+                ],
+                "canary_states": [
+                    {"oracle_id": oracle, "holdout_ref": ref, **state.to_json()}
+                    for oracle, ref, state in canary_table.iter_canary_states(conn)
+                ],
             }
             for name, section in self.state_sections.items():
                 doc[name] = section(conn)
