@@ -28,15 +28,26 @@ from evidenceos.core.credit import (
     StaticAdmissionProvider,
     parse_env_flag,
 )
+from evidenceos.core.probe import ProbeConfig
+from evidenceos.daemon.metrics import Metrics
 from evidenceos.errors import LogIntegrityError
+from evidenceos.rpc.auth_interceptor import (
+    AuthInterceptor,
+    build_request_guard,
+    describe_auth_mode,
+)
 from evidenceos.rpc.server import RunningServer, build_server
 from evidenceos.rpc.services import Services
-from evidenceos.sandbox import Sandbox
 from evidenceos.service.claims import ClaimService, KernelSettings
+from evidenceos.service.credit import CreditService
 from evidenceos.service.execution import ExecutionService
+from evidenceos.service.governance import GovernancePaths, GovernanceService, GovernanceSettings
 from evidenceos.service.info import ServerInfo
 from evidenceos.service.log_service import LogService
+from evidenceos.service.probe import ProbeService
+from evidenceos.service.revocation import RevocationService, WatchSettings
 from evidenceos.store import log as log_table
+from evidenceos.store import revocations as revocations_table
 from evidenceos.store.db import Store
 from evidenceos.store.export import Exporter, ExportScheduler
 from evidenceos.store.holdouts import HoldoutRegistry
@@ -58,15 +69,20 @@ class Daemon:
     scheduler: ExportScheduler
     server: RunningServer
     metrics_port: int | None
+    metrics: Metrics | None = None
+    revocations: RevocationService | None = None
+    governance: GovernanceService | None = None
 
     def stop(self) -> None:
         """Drain in-flight calls, export the views, close the database, release the lock."""
         log.info("stopping", extra={"event": "stopping"})
         self.server.set_serving(False)
+        if self.revocations is not None:
+            self.revocations.close()  # watchers end now instead of holding the grace period
         self.server.server.stop(self.config.grace_period_s).wait()
         self.scheduler.stop()
         try:
-            self.exporter.export_all(full_check=True)
+            self.exporter.export_all()
         except Exception:  # exports are views; never block shutdown on them
             log.exception("final export failed")
         self.store.close()
@@ -74,9 +90,14 @@ class Daemon:
         log.info("stopped", extra={"event": "stopped"})
 
     def reload(self) -> None:
-        """SIGHUP: re-export now (governance reload joins here later)."""
+        """SIGHUP: re-read governance inputs and staged records, validate and apply them
+        atomically (or keep the old configuration and log why), then re-export the views."""
+        ok = True
+        if self.governance is not None:
+            ok = self.governance.reload("sighup").ok
         self.scheduler.request()
-        log.info("config reload", extra={"event": "config_reload", "changed": []})
+        if self.metrics is not None:
+            self.metrics.record_reload(ok=ok)
 
 
 def _is_fresh(store: Store) -> bool:
@@ -130,15 +151,26 @@ def kernel_settings(config: DaemonConfig, env: Mapping[str, str]) -> KernelSetti
 
 def start(config: DaemonConfig) -> Daemon:
     config.validate()
+    guard = build_request_guard(config, os.environ)  # auth refusals before any side effect
+    probe_config = ProbeConfig.from_env(os.environ)
     lock = DataDirLock(config.data_dir)
     store: Store | None = None
     try:
         _refuse_reference_intents(config.data_dir)
         store = Store(config.data_dir)
+        metrics = Metrics()
+        metrics.watch_store(store)
         keyring = load_keyring(config.data_dir, allow_generate=_is_fresh(store))
         log_service = LogService(store, keyring)
         _check_integrity(store, log_service)
         head = log_service.start()
+        governance = GovernanceService(
+            store,
+            log_service,
+            GovernancePaths.for_data_dir(config.data_dir),
+            GovernanceSettings.from_env(os.environ, production_mode=config.production_mode),
+        )
+        governance.start()  # an invalid governance configuration refuses to start, saying why
         exporter = Exporter(store, config.data_dir)
         scheduler = ExportScheduler(exporter, config.export_delay_s)
         store.add_commit_listener(lambda _size, _secs: scheduler.request())
@@ -159,13 +191,26 @@ def start(config: DaemonConfig) -> Daemon:
             synthetic=config.insecure_synthetic_holdout,
             env=os.environ,
         )
-        claims = ClaimService(store, log_service, Sandbox(), holdouts, settings)
+        claims = ClaimService(store, log_service, metrics.sandbox(), holdouts, settings)
         execution = ExecutionService(claims)
-        server = build_server(config, Services(log_service, info, claims, execution))
+        credit = CreditService(store, log_service, settings.admission)
+        auth = AuthInterceptor(
+            guard,
+            trust_peer_certificates=config.require_client_cert,
+            probe=ProbeService(store, log_service, probe_config),
+        )
+        revocations = RevocationService(claims, keyring, WatchSettings.from_env(os.environ))
+        exporter.state_sections["revocations"] = revocations_table.state_section
+        server = build_server(
+            config,
+            Services(log_service, info, claims, execution, revocations=revocations, credit=credit),
+            auth_interceptor=auth,
+            metrics_interceptor=metrics.rpc_interceptor,
+        )
         metrics_port = None
         if config.metrics_listen is not None:
             metrics_server, _ = prometheus_client.start_http_server(
-                config.metrics_listen.port, config.metrics_listen.host
+                config.metrics_listen.port, config.metrics_listen.host, registry=metrics.registry
             )
             metrics_port = int(metrics_server.server_port)
         server.server.start()
@@ -185,10 +230,23 @@ def start(config: DaemonConfig) -> Daemon:
             "data_dir": str(config.data_dir),
             "tree_size": head.tree_size,
             "key_id": keyring.active_key_id.hex(),
+            "auth": describe_auth_mode(guard, mtls=config.require_client_cert),
         },
     )
     _notify_systemd(b"READY=1")
-    return Daemon(config, lock, store, log_service, exporter, scheduler, server, metrics_port)
+    return Daemon(
+        config,
+        lock,
+        store,
+        log_service,
+        exporter,
+        scheduler,
+        server,
+        metrics_port,
+        metrics,
+        revocations=revocations,
+        governance=governance,
+    )
 
 
 def _notify_systemd(message: bytes) -> None:

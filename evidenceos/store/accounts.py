@@ -6,6 +6,7 @@ SQLite integers are signed 64-bit; u64 values above 2^63 - 1 are clamped on writ
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from evidenceos.core.credit import Account, AccountLimits
 from evidenceos.store.db import Connection
@@ -57,3 +58,26 @@ def iter_accounts(conn: Connection) -> Iterator[tuple[str, Account]]:
         account = find_account(conn, str(principal))
         if account is not None:
             yield str(principal), account
+
+
+def export_accounts(conn: Connection) -> dict[str, Any]:
+    """The ``accounts.json`` view (spec 60 §5.1 layout, keys sorted by the writer).
+
+    ``schema/accounts.schema.json`` documents it; the database stays the truth (DESIGN §2).
+    """
+    return {
+        "accounts": {
+            principal: {
+                "credit_balance": account.credit_balance,
+                "daily_mint_remaining": account.daily_mint_remaining,
+                "last_mint_day": account.last_mint_day,
+                "limits": {
+                    "credit_limit": account.limits.credit_limit,
+                    "daily_mint_limit": account.limits.daily_mint_limit,
+                },
+                "burned_total": account.burned_total,
+                "denied_total": account.denied_total,
+            }
+            for principal, account in iter_accounts(conn)
+        }
+    }

@@ -12,6 +12,7 @@ apsw exceptions stop here: :func:`translate_errors` turns them into domain error
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import re
@@ -71,20 +72,39 @@ def load_migrations() -> list[Migration]:
     return found
 
 
+def _storage_message(exc: apsw.Error, os_errno: int) -> str:
+    """Say what is wrong with the disk in the operator's terms (ENOSPC, EROFS, EIO ...)."""
+    if os_errno == errno.ENOSPC or (isinstance(exc, apsw.FullError) and os_errno == 0):
+        what = "disk full: no space left on the data directory's filesystem (ENOSPC)"
+        fix = "free disk space"
+    elif os_errno == errno.EROFS or isinstance(exc, apsw.ReadOnlyError):
+        what = "data directory is read-only (EROFS)"
+        fix = "make the data directory writable again (remount read-write)"
+    else:
+        code = errno.errorcode.get(os_errno, str(os_errno)) if os_errno else "unknown errno"
+        what = f"storage I/O error ({exc.__class__.__name__}: {exc}; {code})"
+        fix = "check the disk"
+    return (
+        f"{what}; the write was rolled back and nothing was changed — {fix} and retry; "
+        "reads keep working"
+    )
+
+
 @contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
-    """Map apsw exceptions to domain errors; nothing apsw-specific escapes the store."""
+def translate_errors(conn: Connection | None = None) -> Iterator[None]:
+    """Map apsw exceptions to domain errors; nothing apsw-specific escapes the store.
+
+    With ``conn``, a storage failure names the OS error SQLite saw on it (disk full, read-only)."""
     try:
         yield
     except EvidenceOSError:
         raise
-    except (apsw.FullError, apsw.ReadOnlyError) as exc:
-        raise StorageFull(
-            f"storage unavailable for writes ({exc.__class__.__name__}: {exc}); "
-            "free disk space or make the data directory writable — reads keep working"
-        ) from exc
-    except apsw.IOError as exc:
-        raise StorageFull(f"storage I/O error during write: {exc}; reads keep working") from exc
+    except (apsw.FullError, apsw.ReadOnlyError, apsw.IOError) as exc:
+        os_errno = 0
+        if conn is not None:
+            with contextlib.suppress(apsw.Error):
+                os_errno = int(conn.system_errno)
+        raise StorageFull(_storage_message(exc, os_errno)) from exc
     except (apsw.BusyError, apsw.LockedError) as exc:
         raise Unavailable(f"database busy: {exc}; retry") from exc
     except apsw.ConstraintError as exc:
@@ -157,6 +177,15 @@ class _Job:
 _STOP = object()
 
 
+class _TransactionLost(Exception):
+    """SQLite rolled the whole write transaction back under a failing job (SQLITE_FULL,
+    SQLITE_IOERR): the group cannot commit; every job in it gets ``cause``."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class Store:
     """The database of one data directory: one writer thread, per-thread readers."""
 
@@ -224,7 +253,7 @@ class Store:
         started = time.perf_counter()
         results: list[tuple[_Job, bool, Any]] = []
         try:
-            with translate_errors():
+            with translate_errors(conn):
                 conn.execute("BEGIN IMMEDIATE")
         except EvidenceOSError as exc:
             for job in group:
@@ -233,13 +262,15 @@ class Store:
         try:
             for job in group:
                 results.append((job, *self._run_savepoint(conn, job.fn)))
-            with translate_errors():
+            with translate_errors(conn):
                 for hook in self._hooks:
                     hook(conn)
                 conn.execute("COMMIT")
         except BaseException as exc:  # a hook or COMMIT failed: nothing of the group survives
             with contextlib.suppress(apsw.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(exc, _TransactionLost):
+                exc = exc.cause
             error = exc if isinstance(exc, EvidenceOSError) else StorageError(str(exc))
             for job in group:
                 if not job.future.done():
@@ -264,11 +295,18 @@ class Store:
     def _run_savepoint(conn: Connection, fn: WriteFn) -> tuple[bool, Any]:
         conn.execute("SAVEPOINT job")
         try:
-            with translate_errors():
+            with translate_errors(conn):
                 value = fn(conn)
         except Exception as exc:  # noqa: BLE001 - handed to the caller's future, never lost
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
+            try:
+                if not conn.in_transaction:
+                    raise _TransactionLost(exc)
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            except apsw.Error:
+                # SQLite already rolled the whole transaction back (disk full, I/O error):
+                # the savepoint is gone and so is every job of the group.
+                raise _TransactionLost(exc) from exc
             return False, exc
         conn.execute("RELEASE job")
         return True, value

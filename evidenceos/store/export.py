@@ -26,7 +26,7 @@ from evidenceos.store import claims as claims_table
 from evidenceos.store import log as log_table
 from evidenceos.store import pools as pools_table
 from evidenceos.store.db import Connection, Store
-from evidenceos.store.files import atomic_write
+from evidenceos.store.files import atomic_write, atomic_write_chunks
 
 ETL_LOG = "etl.log"
 STATE_JSON = "state.json"
@@ -169,10 +169,23 @@ class Exporter:
         return index if index <= size else None
 
     def _rewrite(self, path: Path, size: int) -> None:
+        """Rewrite the mirror from one snapshot, streamed in batches (bounded memory)."""
+        written = [0]
+
+        def batches(conn: Connection) -> Iterator[bytes]:
+            batch: list[bytes] = []
+            for leaf in log_table.iter_leaves(conn):
+                batch.append(frame_record(leaf.payload))
+                written[0] += 1
+                if len(batch) >= 4096:
+                    yield b"".join(batch)
+                    batch.clear()
+            if batch:
+                yield b"".join(batch)
+
         with self._store.read() as conn:
-            data = b"".join(frame_record(leaf.payload) for leaf in log_table.iter_leaves(conn))
-        atomic_write(path, data)
-        self._remember(path, size)
+            atomic_write_chunks(path, batches(conn))
+        self._remember(path, written[0])
 
     def _remember(self, path: Path, size: int) -> None:
         value = f"{size}:{path.stat().st_size if path.exists() else 0}"

@@ -122,14 +122,6 @@ def get_leaf(conn: Connection, index: int) -> Leaf:
     return Leaf(*row)
 
 
-def find_leaf_by_payload_sha256(conn: Connection, digest: bytes) -> Leaf | None:
-    row = conn.execute(
-        "SELECT leaf_index FROM log_leaves WHERE payload_sha256 = ? ORDER BY leaf_index LIMIT 1",
-        (digest,),
-    ).get
-    return None if row is None else get_leaf(conn, int(str(row)))
-
-
 def iter_leaves(conn: Connection, start: int = 0) -> Iterator[Leaf]:
     for row in conn.execute(
         "SELECT leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms "

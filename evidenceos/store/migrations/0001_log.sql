@@ -15,7 +15,6 @@ CREATE TABLE log_leaves (
   payload_sha256 BLOB    NOT NULL CHECK (length(payload_sha256) = 32), -- SHA-256(payload), e.g. capsule_hash
   appended_at_ms INTEGER NOT NULL
 ) STRICT;
-CREATE INDEX log_leaves_payload_sha256_idx ON log_leaves(payload_sha256);
 
 CREATE TRIGGER log_leaves_dense BEFORE INSERT ON log_leaves
   WHEN NEW.leaf_index <> (SELECT ifnull(max(leaf_index) + 1, 0) FROM log_leaves)

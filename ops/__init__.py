@@ -1,0 +1,1 @@
+"""Operational tooling that ships beside the daemon (benchmarks); not part of the package."""
