@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import enum
 import math
-from collections import deque
+from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,17 +35,21 @@ from evidenceos.core.decision import Lane
 from evidenceos.core.wasm_binary import (
     ExternKind,
     Instruction,
+    OperatorLimitExceeded,
     WasmDecodeError,
     WasmModule,
 )
-from evidenceos.errors import InvalidArgument
+from evidenceos.errors import Internal, InvalidArgument
 
 __all__ = [
     "ABI_IMPORTS",
     "CLAIM_V1",
     "COMPRESSION_MAGICS",
+    "DECODE_ITEM_LIMIT",
+    "DECODE_OPERATOR_SLACK",
     "EMIT_IMPORT",
     "HEAVY_LANE",
+    "MAX_REASONS",
     "ORACLE_V1",
     "PROFILE_CLAIM_V1",
     "PROFILE_ORACLE_V1",
@@ -71,6 +76,25 @@ ABI_IMPORTS: Final = frozenset(
 """The six guest ABI v2 import pairs (spec 30 §5.2), allowed for claim guests."""
 
 _DP_IMPORTS: Final = frozenset({"dp_laplace_i64", "dp_gaussian_i64"})
+
+MAX_REASONS: Final = 100
+"""Reasons kept in a report; the rest are counted in one final ``<n> more reasons omitted``.
+
+The reasons end up in the incident text and the log (``aspec_reject:<reasons>``); without a cap a
+4 MiB module with a million banned exports would write a megabytes-long entry."""
+
+DECODE_OPERATOR_SLACK: Final = 65_536
+"""Function-body operators decoded beyond the output-proxy cap (check 10) before ASPEC stops.
+
+Modules up to ``cap + slack`` operators get the full report with the reference's reasons; larger
+ones (already rejected by check 10) get the single reason ``output proxy bound exceeded:
+instruction_count > <cap + slack> > <cap>``, which keeps the work on a 4 MiB request bounded."""
+
+DECODE_ITEM_LIMIT: Final = 262_144
+"""Vector entries and constant-expression operators decoded before ASPEC gives up (with
+``invalid wasm payload: module holds more than 262144 items ...``). A claim guest needs a handful
+of types, imports, exports and segments; the limit only bounds the decoding time of hostile
+input (a 4 MiB type, global or element section would otherwise take many seconds)."""
 
 COMPRESSION_MAGICS: Final = (
     b"\x1f\x8b",  # gzip
@@ -228,15 +252,15 @@ class AspecReport:
 
     def __post_init__(self) -> None:
         if self.ok == bool(self.reasons):
-            raise InvalidArgument("AspecReport.ok must be true exactly when there are no reasons")
+            raise Internal("AspecReport.ok must be true exactly when there are no reasons")
 
 
 def policy_for_lane(lane: str | Lane) -> AspecPolicy:
     """The ASPEC policy a claim of ``lane`` is verified with at CommitArtifacts.
 
     ``fast`` → :data:`CLAIM_V1`, ``heavy`` → :data:`HEAVY_LANE` (the reference's two lanes).
-    ``canary`` pulses are ordinary claim guests run on the fast path (DESIGN §9), so they get
-    :data:`CLAIM_V1` too.
+    The reference has no CANARY lane; a canary pulse (DESIGN §9) is an ordinary claim guest and
+    gets the strictest claim policy, :data:`CLAIM_V1` (recorded in ``docs/decisions.md``).
     """
     value = lane.value if isinstance(lane, Lane) else lane
     if value in (Lane.FAST.value, Lane.CANARY.value):
@@ -277,27 +301,42 @@ def verify_module(wasm: bytes, policy: AspecPolicy) -> AspecReport:
 
     Never raises for any input bytes: undecodable modules are reported, not thrown.
     """
+    instruction_cap = policy.max_output_bytes * 10
+    decode_limit = instruction_cap + DECODE_OPERATOR_SLACK
     try:
-        module = WasmModule.from_bytes(wasm)
-    except WasmDecodeError as exc:
-        return AspecReport(
-            lane=policy.lane,
-            ok=False,
-            reasons=(f"invalid wasm payload: {exc.message}",),
-            imported_funcs=0,
-            defined_funcs=0,
-            instruction_count=0,
-            return_count=0,
-            estimated_capacity_bits=0,
-            data_segment_bytes=0,
-            data_entropy_ratio=0.0,
-            max_cyclomatic_complexity=1,
-            kolmogorov_proxy_bits=0.0,
-            heavy_lane_flag=False,
-            total_loops=0,
-            bounds_used=(),
+        module = WasmModule.from_bytes(
+            wasm, max_body_operators=decode_limit, max_items=DECODE_ITEM_LIMIT
         )
+    except OperatorLimitExceeded:
+        # Check 10 fails whatever else is found; stop before spending CPU on a huge body.
+        reason = (
+            f"output proxy bound exceeded: instruction_count > {decode_limit} > {instruction_cap}"
+        )
+        return _undecoded_report(policy, reason)
+    except WasmDecodeError as exc:
+        return _undecoded_report(policy, f"invalid wasm payload: {exc.message}")
     return _verify_decoded(module, policy)
+
+
+def _undecoded_report(policy: AspecPolicy, reason: str) -> AspecReport:
+    """A rejection with one reason and no metrics: nothing after a decode error is trusted."""
+    return AspecReport(
+        lane=policy.lane,
+        ok=False,
+        reasons=(reason,),
+        imported_funcs=0,
+        defined_funcs=0,
+        instruction_count=0,
+        return_count=0,
+        estimated_capacity_bits=0,
+        data_segment_bytes=0,
+        data_entropy_ratio=0.0,
+        max_cyclomatic_complexity=1,
+        kolmogorov_proxy_bits=0.0,
+        heavy_lane_flag=False,
+        total_loops=0,
+        bounds_used=(),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,6 +491,9 @@ def _verify_decoded(module: WasmModule, policy: AspecPolicy) -> AspecReport:
             f"capacity bits {proxy:.2f} exceed HighAssurance cap {_rust_display(1.5 * cap)}"
         )
 
+    if len(reasons) > MAX_REASONS:
+        omitted = len(reasons) - MAX_REASONS
+        reasons = [*reasons[:MAX_REASONS], f"{omitted} more reasons omitted"]
     return AspecReport(
         lane=policy.lane,
         ok=not reasons,
@@ -493,12 +535,11 @@ def _entropy_ratio(data: bytes) -> float:
     """Shannon entropy in bits per byte over 8, clamped to [0, 1]; 0 for no data (check 9)."""
     if not data:
         return 0.0
-    counts = [0] * 256
-    for byte in data:
-        counts[byte] += 1
+    counts = Counter(data)
     n = float(len(data))
     h = 0.0
-    for c in counts:  # ascending byte value, as the reference sums
+    for byte in range(256):  # ascending byte value, as the reference sums
+        c = counts.get(byte, 0)
         if c:
             p = c / n
             h -= p * math.log2(p)
@@ -691,9 +732,21 @@ def _verify_bounded_loops(ops: Sequence[Instruction], max_loop_bound: int) -> li
     The pattern inside the loop is ``local.get X; i32.const 1; i32.add; local.set|tee X;
     local.get X; i32.const B (B >= 0); i32.lt_u|lt_s; br_if 0`` with ``i32.const _; local.set X``
     somewhere earlier in the function. Raises at the first offending loop (its bounds are then
-    not reported), as the reference does.
+    not reported), as the reference does. QUIRK kept: the scan of an outer loop may find a nested
+    loop's pattern first. Pattern and init positions are indexed once, so the work is
+    O(n log n) rather than the reference's O(loops x n).
     """
     matching_end, _ = _control_metadata(ops)
+    pattern_at: list[int] = []  # positions where the canonical sequence starts, ascending
+    pattern: dict[int, tuple[int, int]] = {}
+    first_init: dict[int, int] = {}  # local -> first p with `i32.const _; local.set local`
+    for pos in range(len(ops)):
+        found = _match_counter_pattern(ops, pos)
+        if found is not None:
+            pattern_at.append(pos)
+            pattern[pos] = found
+        if ops[pos].name == "i32.const" and pos + 1 < len(ops) and ops[pos + 1].name == "local.set":
+            first_init.setdefault(_int_immediate(ops[pos + 1]), pos)
     bounds: list[int] = []
     for loop_idx, inst in enumerate(ops):
         if inst.name != "loop":
@@ -703,17 +756,12 @@ def _verify_bounded_loops(ops: Sequence[Instruction], max_loop_bound: int) -> li
             raise _CfgError(f"loop at instruction {loop_idx} has no matching end")
         if loop_end <= loop_idx + 8:
             raise _CfgError(f"loop at instruction {loop_idx} missing canonical counter pattern")
-        bound: int | None = None
-        for pos in range(loop_idx + 1, max(loop_end - 7, 0) + 1):
-            found = _match_counter_pattern(ops, pos)
-            if found is None:
-                continue
-            counter, bound = found
-            if not _has_counter_init(ops, loop_idx, counter):
-                raise _CfgError(f"loop at instruction {loop_idx} missing compile-time counter init")
-            break
-        if bound is None:
+        k = bisect_left(pattern_at, loop_idx + 1)
+        if k == len(pattern_at) or pattern_at[k] > loop_end - 7:
             raise _CfgError(f"loop at instruction {loop_idx} missing canonical counter pattern")
+        counter, bound = pattern[pattern_at[k]]
+        if first_init.get(counter, loop_idx) >= loop_idx:
+            raise _CfgError(f"loop at instruction {loop_idx} missing compile-time counter init")
         if bound > max_loop_bound:
             raise _CfgError(f"loop bound {bound} exceeds cap {max_loop_bound}")
         bounds.append(bound)
@@ -753,13 +801,6 @@ def _match_counter_pattern(ops: Sequence[Instruction], pos: int) -> tuple[int, i
     ):
         return None
     return counter, _int_immediate(bound_op)
-
-
-def _has_counter_init(ops: Sequence[Instruction], loop_idx: int, counter: int) -> bool:
-    return any(
-        ops[p].name == "i32.const" and _is(ops[p + 1], "local.set", counter)
-        for p in range(loop_idx)
-    )
 
 
 def _functions_on_or_after_cycles(

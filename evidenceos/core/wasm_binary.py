@@ -22,14 +22,15 @@ that closes it.
 
 Every failure, however malformed the input, is a :class:`WasmDecodeError`; every vector length is
 checked against the bytes that remain before anything is allocated, so decoding is linear in the
-input size.
+input size, and two optional budgets (function-body operators, other items) let a caller stop
+early on hostile input. Nothing recurses, so deep nesting cannot exhaust the Python stack.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, NamedTuple
 
 from evidenceos.errors import FailedPrecondition
 
@@ -56,6 +57,7 @@ __all__ = [
     "Instruction",
     "Limits",
     "MemoryType",
+    "OperatorLimitExceeded",
     "SegmentMode",
     "TableType",
     "TagType",
@@ -91,15 +93,26 @@ class WasmDecodeError(FailedPrecondition):
     """
 
 
+class OperatorLimitExceeded(WasmDecodeError):
+    """The function bodies hold more operators than the caller's ``max_body_operators``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"function bodies hold more than {limit} operators")
+        self.limit = limit
+
+
 Immediate = int | tuple[int, ...]
 """An operator immediate: an index, a constant (floats as their raw IEEE bit pattern), a block type
 (the s33 value: ``-64`` empty, ``-1`` i32 ... or a type index) or a vector (``br_table`` labels,
 ``select`` result types)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    """One decoded operator: its text-format name and its immediates in binary order."""
+class Instruction(NamedTuple):
+    """One decoded operator: its text-format name and its immediates in binary order.
+
+    A ``NamedTuple`` rather than a frozen dataclass (STYLE.md) because a module can hold hundreds
+    of thousands of them and tuple construction is several times cheaper; it is just as immutable.
+    """
 
     name: str
     immediates: tuple[Immediate, ...] = ()
@@ -265,9 +278,22 @@ class WasmModule:
         return sum(1 for imp in self.imports if imp.kind is ExternKind.FUNC)
 
     @classmethod
-    def from_bytes(cls, wasm: bytes) -> WasmModule:
-        """Decode a complete module; raise :class:`WasmDecodeError` on anything unreadable."""
-        return _decode_module(bytes(wasm))
+    def from_bytes(
+        cls,
+        wasm: bytes,
+        *,
+        max_body_operators: int | None = None,
+        max_items: int | None = None,
+    ) -> WasmModule:
+        """Decode a complete module; raise :class:`WasmDecodeError` on anything unreadable.
+
+        Decoding is linear in the input, but a few microseconds per byte of Python still add up
+        to seconds for a 4 MiB request; the two optional budgets let a caller stop early:
+        ``max_body_operators`` counts the operators of all function bodies (exceeding it raises
+        :class:`OperatorLimitExceeded`), ``max_items`` counts every other decoded entry -- vector
+        elements of every section (not raw bytes) and constant-expression operators.
+        """
+        return _decode_module(bytes(wasm), _Budget(max_body_operators, max_items))
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,15 +642,54 @@ def _plain(name: str) -> Instruction:
     return inst
 
 
+class _Budget:
+    """Work left before decoding stops (shared by every reader of one module)."""
+
+    __slots__ = ("body_operators", "items", "max_body_operators", "max_items")
+
+    def __init__(self, max_body_operators: int | None, max_items: int | None) -> None:
+        self.max_body_operators = max_body_operators
+        self.max_items = max_items
+        self.body_operators = max_body_operators
+        self.items = max_items
+
+    def take_items(self, n: int) -> None:
+        if self.items is not None:
+            self.items -= n
+            if self.items < 0:
+                raise WasmDecodeError(
+                    f"module holds more than {self.max_items} items "
+                    "(vector entries and constant-expression operators)"
+                )
+
+    def take_items_one(self) -> None:
+        self.take_items(1)
+
+    def take_body_operator(self) -> None:
+        if self.body_operators is not None:
+            self.body_operators -= 1
+            if self.body_operators < 0:
+                raise OperatorLimitExceeded(self.max_body_operators or 0)
+
+
 class _Reader:
     """A cursor over ``data[pos:end]``; every read is bounds-checked against ``end``."""
 
-    __slots__ = ("data", "end", "pos")
+    __slots__ = ("budget", "data", "end", "pos")
 
-    def __init__(self, data: bytes, pos: int, end: int) -> None:
+    def __init__(self, data: bytes, pos: int, end: int, budget: _Budget) -> None:
         self.data = data
         self.pos = pos
         self.end = end
+        self.budget = budget
+
+    def sub(self, size: int) -> _Reader:
+        """A reader over the next ``size`` bytes (a section or body), skipped in this one."""
+        if size > self.end - self.pos:
+            raise self.fail(f"size {size} exceeds the enclosing input")
+        sub = _Reader(self.data, self.pos, self.pos + size, self.budget)
+        self.pos += size
+        return sub
 
     def at_end(self) -> bool:
         return self.pos >= self.end
@@ -663,16 +728,21 @@ class _Reader:
         value, self.pos = _decode_signed(self.data, self.pos, 64, self.end)
         return value
 
-    def count(self, what: str, min_item_bytes: int = 1) -> int:
-        """A vector length, refused if the remaining bytes cannot possibly hold it."""
+    def count(self, what: str, min_item_bytes: int = 1, *, raw: bool = False) -> int:
+        """A vector length, refused if the remaining bytes cannot possibly hold it.
+
+        Entries of non-``raw`` vectors are charged to the item budget up front.
+        """
         start = self.pos
         n = self.u32()
         if n * min_item_bytes > self.end - self.pos:
             raise WasmDecodeError(f"{what} count {n} exceeds remaining bytes at offset {start}")
+        if not raw:
+            self.budget.take_items(n)
         return n
 
     def name(self) -> str:
-        n = self.count("name length")
+        n = self.count("name length", raw=True)
         start = self.pos
         raw = self.raw(n)
         try:
@@ -774,19 +844,29 @@ class _Reader:
         return Instruction(name, tuple(imms))
 
     def block_type(self) -> int:
+        # blocktype ::= 0x40 | valtype (one byte each) | s33 type index >= 0 (spec §5.4.1).
         at = self.pos
+        if at < self.end:
+            first = self.data[at]
+            if first == 0x40 or first in _VALUE_TYPES:
+                self.pos += 1
+                return first - 0x80  # the byte read as s33: 0x40 -> -64, 0x7f -> -1, ...
         value = self.s33()
-        if value >= 0:
-            return value  # a type index
-        if value == -64 or (value + 0x80) in _VALUE_TYPES:
-            return value  # empty (0x40) or a single value type (0x7f -> -1, ...)
-        raise WasmDecodeError(f"unsupported block type {value} at offset {at}")
+        if value < 0:
+            raise WasmDecodeError(f"unsupported block type {value} at offset {at}")
+        return value
 
-    def expression(self) -> tuple[Instruction, ...]:
-        """Operators up to and including the ``end`` that closes the expression."""
+    def expression(self, *, body: bool = False) -> tuple[Instruction, ...]:
+        """Operators up to and including the ``end`` that closes the expression.
+
+        Each operator is charged to the body-operator budget (function bodies) or to the item
+        budget (constant expressions) before it is decoded.
+        """
         out: list[Instruction] = []
         depth = 1
+        charge = self.budget.take_body_operator if body else self.budget.take_items_one
         while True:
+            charge()
             inst = self.instruction()
             out.append(inst)
             name = inst.name
@@ -804,7 +884,7 @@ class _Reader:
 # Sections.
 
 
-def _decode_module(data: bytes) -> WasmModule:
+def _decode_module(data: bytes, budget: _Budget) -> WasmModule:
     if len(data) < 8:
         raise WasmDecodeError("truncated module header (need 8 bytes)")
     if data[:4] != WASM_MAGIC:
@@ -814,7 +894,7 @@ def _decode_module(data: bytes) -> WasmModule:
 
     module = WasmModule()
     customs: list[CustomSection] = []
-    r = _Reader(data, 8, len(data))
+    r = _Reader(data, 8, len(data), budget)
     last_order = 0
     while not r.at_end():
         section_at = r.pos
@@ -822,8 +902,7 @@ def _decode_module(data: bytes) -> WasmModule:
         size = r.u32()
         if size > r.end - r.pos:
             raise WasmDecodeError(f"section size {size} exceeds input at offset {section_at}")
-        body = _Reader(data, r.pos, r.pos + size)
-        r.pos += size
+        body = r.sub(size)
         if section_id == 0:
             name = body.name()
             customs.append(CustomSection(name, body.raw(body.end - body.pos)))
@@ -999,13 +1078,12 @@ def _code_section(r: _Reader) -> tuple[FunctionBody, ...]:
         size = r.u32()
         if size > r.end - r.pos:
             raise r.fail(f"function body {index} size {size} exceeds section")
-        body = _Reader(r.data, r.pos, r.pos + size)
-        r.pos += size
+        body = r.sub(size)
         local_groups = []
         for _ in range(body.count("local group", 2)):
             n = body.u32()
             local_groups.append((n, body.value_type()))
-        instructions = body.expression()
+        instructions = body.expression(body=True)
         if not body.at_end():
             raise body.fail(f"function body {index} has operators after its final end")
         out.append(FunctionBody(tuple(local_groups), instructions))
@@ -1019,13 +1097,17 @@ def _data_section(r: _Reader) -> tuple[DataSegment, ...]:
         flags = r.u32()
         if flags == 0:
             offset = r.expression()
-            out.append(DataSegment(SegmentMode.ACTIVE, 0, offset, r.raw(r.count("data byte"))))
+            out.append(
+                DataSegment(SegmentMode.ACTIVE, 0, offset, r.raw(r.count("data byte", raw=True)))
+            )
         elif flags == 1:
-            out.append(DataSegment(SegmentMode.PASSIVE, 0, None, r.raw(r.count("data byte"))))
+            out.append(
+                DataSegment(SegmentMode.PASSIVE, 0, None, r.raw(r.count("data byte", raw=True)))
+            )
         elif flags == 2:
             memory_index = r.u32()
             offset = r.expression()
-            data = r.raw(r.count("data byte"))
+            data = r.raw(r.count("data byte", raw=True))
             out.append(DataSegment(SegmentMode.ACTIVE, memory_index, offset, data))
         else:
             raise WasmDecodeError(f"unsupported data segment flags {flags} at offset {at}")
