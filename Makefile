@@ -45,5 +45,8 @@ proto-check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m ops.bench.run
 
+torture: $(STAMP)
+	EVIDENCEOS_KILL_LOOP_KILLS=$(or $(KILLS),1000) $(BIN)/python -m pytest -p no:cacheprovider -q -s --timeout=0 tests/process/test_kill_loop.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

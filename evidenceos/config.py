@@ -60,9 +60,16 @@ class DaemonConfig:
     tls_key: Path | None = None
     mtls_client_ca: Path | None = None
     require_client_cert: bool = False
+    # Credentials: never in repr, so a logged config cannot leak them (spec 60 §7.1).
+    auth_token: str | None = field(default=None, repr=False)
+    auth_hmac_key: str | None = field(default=None, repr=False)
+    agent_tokens: tuple[str, ...] = field(default=(), repr=False)
+    auditor_tokens: tuple[str, ...] = field(default=(), repr=False)
     insecure_allow_plaintext: bool = False
     production_mode: bool = False
     enable_insecure_v1: bool = False
+    nullspec_registry_dir: Path | None = None
+    nullspec_authority_keys_dir: Path | None = None
     allow_plaintext_holdouts: bool = False
     insecure_synthetic_holdout: bool = False
     build_git_commit: str = "unknown"

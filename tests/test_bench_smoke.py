@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ops.bench import execute
 from tests.support.paths import REPO_ROOT
 
 RATIO_LINE = re.compile(
@@ -61,3 +62,20 @@ def test_unknown_benchmark_is_a_usage_error(tmp_path: Path) -> None:
     proc = _bench("--only", "nope", tmp_path=tmp_path)
     assert proc.returncode == 2
     assert "unknown benchmark" in proc.stderr
+
+
+def test_execute_bench_client_talks_to_the_echo_server() -> None:
+    """The execute benchmark's own processes (client, echo server) and their JSON protocol; the
+    daemon side is covered by tests/process. Counts only, never timings."""
+    echo = execute.start_echo_server(workers=4)
+    client = execute.ClientProcess()
+    try:
+        target = echo.wait_serving()
+        reply = client.call(op="echo", target=target, callers=4, calls=40, payload_bytes=64)
+    finally:
+        client.close()
+        echo.stop()
+    assert reply["calls"] == 40
+    assert len(reply["latencies_us"]) == 40
+    assert all(latency > 0 for latency in reply["latencies_us"])
+    assert client.proc.returncode == 0

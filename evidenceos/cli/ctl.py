@@ -20,7 +20,14 @@ from evidenceos.cli._common import (
     emit_json,
     json_option,
 )
+from evidenceos.cli.canary import canary
+from evidenceos.cli.epoch import epoch
+from evidenceos.cli.governance import governance
 from evidenceos.cli.holdout import holdout
+from evidenceos.cli.log import log as log_group
+from evidenceos.cli.nullspec import nullspec
+from evidenceos.cli.oracle import oracle
+from evidenceos.cli.verify import verify as verify_group
 from evidenceos.errors import FailedPrecondition
 from evidenceos.service.log_service import LogService
 from evidenceos.store.db import DB_FILENAME, Store
@@ -209,3 +216,10 @@ def backup(data_dir: Path, target: Path, as_json: bool) -> None:
 
 
 main.add_command(holdout)
+main.add_command(verify_group)
+main.add_command(log_group)
+main.add_command(nullspec)
+main.add_command(oracle)
+main.add_command(governance)
+main.add_command(epoch)
+main.add_command(canary)

@@ -107,9 +107,43 @@ def env_flag(name: str, default: bool = False) -> bool:
     help="Require a client certificate signed by --mtls-client-ca.",
 )
 @click.option(
+    "--auth-token",
+    envvar="EVIDENCEOS_AUTH_TOKEN",
+    default=None,
+    help="Shared bearer token; every holder is an auditor. Prefer EVIDENCEOS_AUTH_TOKEN "
+    "(keeps it out of ps).",
+)
+@click.option(
+    "--agent-tokens",
+    multiple=True,
+    help="Comma-separated bearer tokens with the agent role (repeatable).",
+)
+@click.option(
+    "--auditor-tokens",
+    multiple=True,
+    help="Comma-separated bearer tokens with the auditor role (repeatable).",
+)
+@click.option(
+    "--auth-hmac-key",
+    default=None,
+    help="HMAC request-signing secret for key id 'default' (its UTF-8 bytes).",
+)
+@click.option(
     "--insecure-allow-plaintext",
     is_flag=True,
     help="Allow plaintext gRPC on a non-loopback address (not recommended).",
+)
+@click.option(
+    "--nullspec-registry-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Signed NullSpec registry (default <data-dir>/nullspec-registry).",
+)
+@click.option(
+    "--nullspec-authority-keys-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="NullSpec authority public keys (default <data-dir>/trusted-nullspec-keys).",
 )
 @click.option(
     "--allow-plaintext-holdouts",
@@ -134,7 +168,13 @@ def main(
     tls_key: Path | None,
     mtls_client_ca: Path | None,
     require_client_cert: bool,
+    auth_token: str | None,
+    agent_tokens: tuple[str, ...],
+    auditor_tokens: tuple[str, ...],
+    auth_hmac_key: str | None,
     insecure_allow_plaintext: bool,
+    nullspec_registry_dir: Path | None,
+    nullspec_authority_keys_dir: Path | None,
     allow_plaintext_holdouts: bool,
     insecure_synthetic_holdout: bool,
 ) -> None:
@@ -158,9 +198,15 @@ def main(
             tls_key=tls_key,
             mtls_client_ca=mtls_client_ca,
             require_client_cert=require_client_cert,
+            auth_token=auth_token,
+            auth_hmac_key=auth_hmac_key,
+            agent_tokens=agent_tokens,
+            auditor_tokens=auditor_tokens,
             insecure_allow_plaintext=insecure_allow_plaintext,
             production_mode=env_flag("EVIDENCEOS_PRODUCTION_MODE"),
             enable_insecure_v1=env_flag("EVIDENCEOS_ENABLE_INSECURE_V1"),
+            nullspec_registry_dir=nullspec_registry_dir,
+            nullspec_authority_keys_dir=nullspec_authority_keys_dir,
             allow_plaintext_holdouts=allow_plaintext_holdouts
             or env_flag("EVIDENCEOS_ALLOW_PLAINTEXT_HOLDOUTS"),
             insecure_synthetic_holdout=insecure_synthetic_holdout

@@ -30,7 +30,7 @@ from evidenceos.core.credit import (
 )
 from evidenceos.core.probe import ProbeConfig
 from evidenceos.daemon.metrics import Metrics
-from evidenceos.errors import LogIntegrityError
+from evidenceos.errors import ConfigError, LogIntegrityError
 from evidenceos.rpc.auth_interceptor import (
     AuthInterceptor,
     build_request_guard,
@@ -47,7 +47,6 @@ from evidenceos.service.log_service import LogService
 from evidenceos.service.probe import ProbeService
 from evidenceos.service.revocation import RevocationService, WatchSettings
 from evidenceos.store import log as log_table
-from evidenceos.store import revocations as revocations_table
 from evidenceos.store.db import Store
 from evidenceos.store.export import Exporter, ExportScheduler
 from evidenceos.store.holdouts import HoldoutRegistry
@@ -167,7 +166,11 @@ def start(config: DaemonConfig) -> Daemon:
         governance = GovernanceService(
             store,
             log_service,
-            GovernancePaths.for_data_dir(config.data_dir),
+            GovernancePaths.for_data_dir(
+                config.data_dir,
+                nullspec_registry_dir=config.nullspec_registry_dir,
+                nullspec_authority_keys_dir=config.nullspec_authority_keys_dir,
+            ),
             GovernanceSettings.from_env(os.environ, production_mode=config.production_mode),
         )
         governance.start()  # an invalid governance configuration refuses to start, saying why
@@ -191,8 +194,10 @@ def start(config: DaemonConfig) -> Daemon:
             synthetic=config.insecure_synthetic_holdout,
             env=os.environ,
         )
-        claims = ClaimService(store, log_service, metrics.sandbox(), holdouts, settings)
-        execution = ExecutionService(claims)
+        claims = ClaimService(
+            store, log_service, metrics.sandbox(), holdouts, settings, governance=governance
+        )
+        execution = ExecutionService(claims, governance=governance)
         credit = CreditService(store, log_service, settings.admission)
         auth = AuthInterceptor(
             guard,
@@ -200,7 +205,6 @@ def start(config: DaemonConfig) -> Daemon:
             probe=ProbeService(store, log_service, probe_config),
         )
         revocations = RevocationService(claims, keyring, WatchSettings.from_env(os.environ))
-        exporter.state_sections["revocations"] = revocations_table.state_section
         server = build_server(
             config,
             Services(log_service, info, claims, execution, revocations=revocations, credit=credit),
@@ -209,9 +213,16 @@ def start(config: DaemonConfig) -> Daemon:
         )
         metrics_port = None
         if config.metrics_listen is not None:
-            metrics_server, _ = prometheus_client.start_http_server(
-                config.metrics_listen.port, config.metrics_listen.host, registry=metrics.registry
-            )
+            try:
+                metrics_server, _ = prometheus_client.start_http_server(
+                    config.metrics_listen.port,
+                    config.metrics_listen.host,
+                    registry=metrics.registry,
+                )
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on --metrics-listen {config.metrics_listen}: {exc}"
+                ) from exc
             metrics_port = int(metrics_server.server_port)
         server.server.start()
         server.set_serving(True)

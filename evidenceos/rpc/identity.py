@@ -1,9 +1,10 @@
 """Who is calling: the caller identity handed to the service layer.
 
-Until request authentication is configured (spec 60 §3), the daemon serves loopback only and
-every caller is ``anonymous`` with the auditor role, so the whole lifecycle — FetchCapsule and
-the proof RPCs included — works for a local operator (docs/decisions.md D-R1). Roles never come
-from a header the client chooses (DESIGN §6).
+The identity is the one :class:`evidenceos.rpc.auth_interceptor.AuthInterceptor` derived for
+this call (spec 60 §3, §4; DESIGN §6): from the verified credential and client certificate, never
+from a header the client chooses. With no credential configured every caller is an auditor, so
+the whole lifecycle works for a local operator (docs/decisions.md D-R1). A servicer reached
+without the interceptor refuses the call rather than guess who is calling.
 """
 
 from __future__ import annotations
@@ -11,14 +12,18 @@ from __future__ import annotations
 import grpc
 
 from evidenceos.core.auth import ANONYMOUS, CallerIdentity, Role
-from evidenceos.errors import InvalidArgument
+from evidenceos.errors import InvalidArgument, Unauthenticated
+from evidenceos.rpc.auth_interceptor import current_caller
 
 LOCAL_CALLER = CallerIdentity(principal_id=ANONYMOUS, role=Role.AUDITOR)
 MAX_REQUEST_ID_BYTES = 128
 
 
 def caller_from_context(context: grpc.ServicerContext) -> CallerIdentity:
-    return LOCAL_CALLER
+    caller = current_caller()
+    if caller is None:
+        raise Unauthenticated("no authenticated caller for this call")
+    return caller
 
 
 def metadata_value(context: grpc.ServicerContext, key: str) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -15,6 +17,7 @@ from evidenceos._proto.v2 import evidenceos_pb2 as v2_pb2
 from evidenceos._proto.v2 import evidenceos_pb2_grpc as v2_pb2_grpc
 from evidenceos.config import DaemonConfig
 from evidenceos.errors import ConfigError
+from evidenceos.rpc.auth_interceptor import AuthInterceptor, build_request_guard
 from evidenceos.rpc.servicer import make_servicer
 from evidenceos.rpc.services import Services
 
@@ -57,15 +60,42 @@ def _credentials(config: DaemonConfig) -> grpc.ServerCredentials | None:
     )
 
 
-def build_server(config: DaemonConfig, services: Services) -> RunningServer:
+def build_server(
+    config: DaemonConfig,
+    services: Services,
+    *,
+    metrics_interceptor: grpc.ServerInterceptor[Any, Any] | None = None,
+    auth_interceptor: grpc.ServerInterceptor[Any, Any] | None = None,
+) -> RunningServer:
+    # Order matters: the first interceptor is the outermost. Metrics go first so they see the
+    # final status of every call, refusals by the interceptors below included.
+    interceptors: list[grpc.ServerInterceptor[Any, Any]] = []
+    if metrics_interceptor is not None:
+        interceptors.append(metrics_interceptor)
+    # Always installed: servicers learn the caller only from it (rpc/identity.py).
+    interceptors.append(
+        auth_interceptor
+        or AuthInterceptor(
+            build_request_guard(config, os.environ),
+            trust_peer_certificates=config.require_client_cert,
+        )
+    )
     options = [
         ("grpc.max_receive_message_length", config.max_request_bytes),
         ("grpc.max_send_message_length", 64 * 1024 * 1024),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="rpc"),
+        # Open WatchRevocations streams each hold a thread: reserve room for them so watchers
+        # can never starve unary RPCs.
+        futures.ThreadPoolExecutor(
+            max_workers=MAX_WORKERS + services.revocations.hub.settings.max_watchers
+            if services.revocations is not None
+            else MAX_WORKERS,
+            thread_name_prefix="rpc",
+        ),
         options=options,
+        interceptors=interceptors,
         maximum_concurrent_rpcs=None,
     )
     for pb, pb_grpc in ((v2_pb2, v2_pb2_grpc), (v1_pb2, v1_pb2_grpc)):

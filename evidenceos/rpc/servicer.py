@@ -12,10 +12,12 @@ from types import ModuleType
 from typing import Any
 
 from evidenceos.rpc.servicer_claims import ClaimRpc
+from evidenceos.rpc.servicer_credit import CreditRpc
 from evidenceos.rpc.servicer_log import LogRpc
+from evidenceos.rpc.servicer_revocation import RevocationRpc
 from evidenceos.rpc.services import Services
 
-MIXINS: tuple[type, ...] = (LogRpc, ClaimRpc)
+MIXINS: tuple[type, ...] = (LogRpc, ClaimRpc, CreditRpc, RevocationRpc)
 
 
 def make_servicer(pb: ModuleType, pb_grpc: ModuleType, services: Services) -> Any:

@@ -136,6 +136,7 @@ class Sandbox:
         self._max_cached = max_cached_modules
         self._cache: OrderedDict[bytes, CompiledModule] = OrderedDict()
         self._lock = threading.Lock()
+        self._compile_locks: dict[bytes, threading.Lock] = {}
         self._compiles = 0
         self._loads = 0
         self._cache_hits = 0
@@ -186,13 +187,22 @@ class Sandbox:
         cached = self.lookup(sha256)
         if cached is not None:
             return cached
-        try:
-            module = wasmtime.Module(self._engine, bytes(wasm))
-        except wasmtime.WasmtimeError as exc:
-            raise InvalidModule(str(exc)) from exc
         with self._lock:
-            self._compiles += 1
-        return self._remember(CompiledModule(sha256, self._fingerprint, module))
+            module_lock = self._compile_locks.setdefault(sha256, threading.Lock())
+        with module_lock:  # one compile per module even when many commits race
+            cached = self.lookup(sha256)
+            if cached is not None:
+                return cached
+            try:
+                module = wasmtime.Module(self._engine, bytes(wasm))
+            except wasmtime.WasmtimeError as exc:
+                raise InvalidModule(str(exc)) from exc
+            with self._lock:
+                self._compiles += 1
+            compiled = self._remember(CompiledModule(sha256, self._fingerprint, module))
+        with self._lock:
+            self._compile_locks.pop(sha256, None)
+        return compiled
 
     def serialize(self, module: CompiledModule) -> bytes:
         """The artefact to persist: a header binding engine and module, then wasmtime's bytes."""

@@ -44,6 +44,7 @@ from evidenceos.core.structured_claims import (
     compute_kout_max_bits,
 )
 from evidenceos.core.topicid import ClaimMetadata, TopicSignals, compute_topic_id
+from evidenceos.core.wasm_binary import WasmModule
 from evidenceos.errors import (
     Aborted,
     AlreadyExists,
@@ -53,6 +54,7 @@ from evidenceos.errors import (
     ResourceExhausted,
 )
 from evidenceos.sandbox import Sandbox
+from evidenceos.service.governance import GovernanceService
 from evidenceos.service.log_service import Clock, LogService, ProofBundle, system_clock_ms
 from evidenceos.store import claims as claims_table
 from evidenceos.store import epochs as epochs_table
@@ -233,7 +235,9 @@ class ClaimService:
         holdouts: HoldoutRegistry,
         settings: KernelSettings,
         clock: Clock = system_clock_ms,
+        governance: GovernanceService | None = None,
     ) -> None:
+        self.governance = governance
         self.store = store
         self.log = log_service
         self.sandbox = sandbox
@@ -305,6 +309,8 @@ class ClaimService:
         _check_len(req.claim_name, 1, 128, "claim_name must be in [1,128]")
         oracle_id = req.oracle_id.strip() or "builtin.accuracy"
         _check_len(oracle_id, 1, 128, "oracle_id must be in [1,128]")
+        if self.governance is not None:
+            self.governance.policy.check_oracle_id(oracle_id)
         nullspec_id = req.nullspec_id.strip()
         _check_len(nullspec_id, 0, 128, "nullspec_id must be in [0,128]")
         if req.epoch_size == 0:
@@ -564,11 +570,12 @@ class ClaimService:
             raise FailedPrecondition("ASPEC rejected wasm module: " + "; ".join(report.reasons))
         if claim.state is ClaimState.STALE:
             raise FailedPrecondition("invalid claim state transition")
+        lane = "heavy" if (report.heavy_lane_flag and claim.lane == "fast") else claim.lane
         compiled = self.sandbox.compile(wasm_module)
-        self.sandbox.verify_guest_abi(compiled, lane_memory_bytes(claim.lane))
+        self.sandbox.verify_guest_abi(compiled, lane_memory_bytes(lane))
+        self._verify_memories(wasm_module, lane)
         artefact = self.sandbox.serialize(compiled)
         fingerprint = self.sandbox.engine_fingerprint()
-        lane = "heavy" if (report.heavy_lane_flag and claim.lane == "fast") else claim.lane
 
         def write(conn: Connection) -> ClaimState:
             current = claims_table.get_claim(conn, claim_id)
@@ -596,6 +603,18 @@ class ClaimService:
             return updated.state
 
         return self.store.write(write)
+
+    @staticmethod
+    def _verify_memories(wasm_module: bytes, lane: str) -> None:
+        """Every declared memory, exported or not, must fit the lane (D-C7): a module that could
+        only fail at instantiation is refused here, before any guest code can run."""
+        limit = lane_memory_bytes(lane) // 65536
+        for memory in WasmModule.from_bytes(wasm_module).memories:
+            if memory.limits.minimum > limit:
+                raise FailedPrecondition(
+                    f"invalid wasm module: memory declares {memory.limits.minimum} pages, "
+                    f"above the {lane} lane limit of {limit}"
+                )
 
     @staticmethod
     def _verify_dependencies(claim: ClaimRecord, deps: Sequence[bytes]) -> None:
@@ -636,7 +655,13 @@ class ClaimService:
                 raise FailedPrecondition("claim must be COMMITTED or STALE to freeze gates")
             epoch = self.current_epoch(conn)
             resolution = resolution_for(current)
-            pins = OraclePins.create(resolution, ttl_epochs=1, pinned_epoch=epoch)
+            ttl = 1
+            if self.governance is not None:
+                policy = self.governance.policy
+                ttl = policy.ttl_for(current.oracle_id)
+                if self.settings.production_mode:
+                    policy.require_calibration(current.oracle_id)
+            pins = OraclePins.create(resolution, ttl_epochs=ttl, pinned_epoch=epoch)
             lineage = (
                 current.dependency_merkle_root
                 if current.dependency_merkle_root is not None

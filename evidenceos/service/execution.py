@@ -63,6 +63,7 @@ from evidenceos.service.claims import (
     resolution_for,
     verify_claim_access,
 )
+from evidenceos.service.governance import GovernanceService
 from evidenceos.store import accounts as accounts_table
 from evidenceos.store import canary as canary_table
 from evidenceos.store import capsules as capsules_table
@@ -137,13 +138,24 @@ class GuestIncident(Exception):
 
 
 def lane_limits(claim: ClaimRecord) -> VaultLimits:
+    """The lane's vault limits, fuel capped by the claim's PLN ``max_fuel``: a run past it could
+    never settle, and the credit held beforehand covers exactly this much fuel (D-C8)."""
     out = max_output_bytes(claim)
-    return VaultLimits.heavy_lane(out) if claim.lane == "heavy" else VaultLimits.fast_lane(out)
+    limits = VaultLimits.heavy_lane(out) if claim.lane == "heavy" else VaultLimits.fast_lane(out)
+    if claim.pln is not None and claim.pln.max_fuel < limits.max_fuel:
+        limits = replace(limits, max_fuel=claim.pln.max_fuel)
+    return limits
 
 
 class ExecutionService:
-    def __init__(self, claims: ClaimService, canary_config: CanaryConfig | None = None) -> None:
+    def __init__(
+        self,
+        claims: ClaimService,
+        canary_config: CanaryConfig | None = None,
+        governance: GovernanceService | None = None,
+    ) -> None:
         self.claims = claims
+        self.governance = governance
         self.canary_config = canary_config or CanaryConfig()
         self._executing: set[bytes] = set()
         self._credit_holds: dict[str, int] = {}
@@ -249,6 +261,9 @@ class ExecutionService:
                 raise InvalidArgument("invalid nullspec_id length")
         else:
             nullspec_id = nullspecs_table.find_active(conn, claim.oracle_id, claim.holdout_ref)
+        if self.governance is not None:
+            # fails closed while the NullSpec registry cannot be loaded (OPERATIONS.md)
+            self.governance.require_executable(nullspec_id)
         if nullspec_id is None:
             if self.claims.settings.production_mode:
                 raise FailedPrecondition("missing active nullspec")

@@ -25,11 +25,15 @@ from evidenceos.store import canary as canary_table
 from evidenceos.store import claims as claims_table
 from evidenceos.store import log as log_table
 from evidenceos.store import pools as pools_table
+from evidenceos.store import revocations as revocations_table
+from evidenceos.store.accounts import export_accounts
 from evidenceos.store.db import Connection, Store
 from evidenceos.store.files import atomic_write, atomic_write_chunks
+from evidenceos.store.governance import export_governance
 
 ETL_LOG = "etl.log"
 STATE_JSON = "state.json"
+ACCOUNTS_JSON = "accounts.json"
 STATE_FORMAT = "evidenceos.state.v1"
 EXPORT_LOCK = ".export.lock"
 _MIRROR_META = "etl_log_mirror"
@@ -86,9 +90,19 @@ class Exporter:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self.export_etl_log(full_check=full_check)
                 self.export_state()
+                with self._store.read() as conn:
+                    accounts = export_accounts(conn)
+                    governance_paths = export_governance(conn, self._data_dir)
+                accounts_text = json.dumps(accounts, indent=2, sort_keys=True) + "\n"
+                atomic_write(self._data_dir / ACCOUNTS_JSON, accounts_text.encode())
             finally:
                 os.close(fd)
-        return [self._data_dir / ETL_LOG, self._data_dir / STATE_JSON]
+        return [
+            self._data_dir / ETL_LOG,
+            self._data_dir / STATE_JSON,
+            self._data_dir / ACCOUNTS_JSON,
+            *governance_paths,
+        ]
 
     # -- etl.log ------------------------------------------------------------------------------
 
@@ -114,6 +128,8 @@ class Exporter:
                 batch: list[bytes] = []
                 with self._store.read() as conn:
                     for leaf in log_table.iter_leaves(conn, have):
+                        if leaf.leaf_index >= size:
+                            break  # committed after `size` was read: the next export copies it
                         batch.append(frame_record(leaf.payload))
                         if len(batch) >= 4096:
                             os.write(fd, b"".join(batch))
@@ -188,7 +204,13 @@ class Exporter:
         self._remember(path, written[0])
 
     def _remember(self, path: Path, size: int) -> None:
+        """Record what the mirror holds; only when it changed, so that an export never causes
+        a commit that schedules another export."""
         value = f"{size}:{path.stat().st_size if path.exists() else 0}"
+        with self._store.read() as conn:
+            stored = conn.execute("SELECT value FROM meta WHERE key = ?", (_MIRROR_META,)).get
+        if stored == value:
+            return
         self._store.write(
             lambda conn: conn.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?) "
@@ -213,7 +235,7 @@ class Exporter:
                     "signature": head.signature.hex() if head else None,
                 },
                 "claims": [c.to_json() for c in claims_table.iter_claims(conn)],
-                "revocations": [],
+                "revocations": revocations_table.state_section(conn),
                 "topic_pools": [
                     {"topic_id": topic.hex(), **pool.to_json()}
                     for topic, pool in pools_table.iter_topic_pools(conn)
@@ -230,16 +252,22 @@ class Exporter:
             }
             for name, section in self.state_sections.items():
                 doc[name] = section(conn)
-        atomic_write(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
+        # Compact on purpose: ``indent`` turns off json's C encoder, which made rewriting a
+        # large state.json several times slower (docs/performance.md).
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
+        atomic_write(path, text.encode())
         return path
 
 
 class ExportScheduler:
     """Coalesces export requests into a background thread, off the acknowledgement path."""
 
-    def __init__(self, exporter: Exporter, delay_s: float = 0.2) -> None:
+    def __init__(
+        self, exporter: Exporter, delay_s: float = 0.2, min_interval_s: float = 1.0
+    ) -> None:
         self._exporter = exporter
         self._delay_s = delay_s
+        self._min_interval_s = min_interval_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="exporter", daemon=True)
@@ -259,6 +287,8 @@ class ExportScheduler:
                 self._exporter.export_all()
             except Exception:  # a failed export must never take the daemon down
                 log.exception("background export failed; will retry on the next change")
+            # Coalesce bursts: at most one background export per interval.
+            self._stop.wait(self._min_interval_s)
 
     def stop(self) -> None:
         self._stop.set()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -105,6 +106,8 @@ ACTIVE_MAP = "active_map.json"
 NULLSPEC_REGISTRY_DIR = "nullspec-registry"
 NULLSPEC_AUTHORITY_KEYS_DIR = "trusted-nullspec-keys"
 _EXPORT_LOCK = ".export.lock"  # the same file store.export.Exporter locks
+
+log = logging.getLogger("evidenceos.export")
 
 
 class LeafAppender(Protocol):
@@ -568,6 +571,17 @@ def export_lock(data_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def _write_if_changed(path: Path, data: bytes) -> Path:
+    """Exports run after every coalesced commit: skip the fsyncs when nothing changed."""
+    try:
+        if path.read_bytes() == data:
+            return path
+    except OSError:
+        pass
+    atomic_write(path, data)
+    return path
+
+
 def _pretty(doc: Any) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
@@ -586,38 +600,40 @@ def export_governance(conn: Connection, data_dir: Path) -> list[Path]:
     written: list[Path] = []
     ns_dir = data_dir / NULLSPEC_DIR
     ns_dir.mkdir(exist_ok=True)
-    for contract, _ in iter_nullspecs(conn):
-        name = f"{contract.id_hex}.json"
-        path = ns_dir / name
-        data = contract.canonical_bytes()
-        if not path.is_file() or path.read_bytes() != data:
-            atomic_write(path, data)
-        written.append(path)
-    mappings = [
-        {"oracle_id": o, "holdout_handle": h, "nullspec_id_hex": n.hex()}
-        for o, h, n in iter_applied_activations(conn)
-    ]
-    active_map = ns_dir / ACTIVE_MAP
-    atomic_write(active_map, json.dumps({"mappings": mappings}, separators=(",", ":")).encode())
-    written.append(active_map)
 
-    applied = OracleOperatorConfig(
-        tuple(r.record for r in iter_oracle_records(conn, STAGE_APPLIED))
-    )
-    config_path = data_dir / ORACLE_OPERATOR_CONFIG_JSON
-    atomic_write(config_path, _pretty(applied.to_json()))
-    written.append(config_path)
+    def nullspecs() -> None:
+        for contract, _ in iter_nullspecs(conn):
+            name = f"{contract.id_hex}.json"
+            written.append(_write_if_changed(ns_dir / name, contract.canonical_bytes()))
+        mappings = [
+            {"oracle_id": o, "holdout_handle": h, "nullspec_id_hex": n.hex()}
+            for o, h, n in iter_applied_activations(conn)
+        ]
+        active_map = json.dumps({"mappings": mappings}, separators=(",", ":")).encode()
+        written.append(_write_if_changed(ns_dir / ACTIVE_MAP, active_map))
 
-    control = find_epoch_control(conn, STAGE_APPLIED)
-    control_path = data_dir / EPOCH_CONTROL_JSON
-    atomic_write(control_path, _pretty({} if control is None else control[0].to_json()))
-    written.append(control_path)
+    def oracle_config() -> None:
+        records = tuple(r.record for r in iter_oracle_records(conn, STAGE_APPLIED))
+        doc = OracleOperatorConfig(records).to_json()
+        written.append(_write_if_changed(data_dir / ORACLE_OPERATOR_CONFIG_JSON, _pretty(doc)))
 
-    lines = [
-        json.dumps(stored.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
-        for stored in iter_events(conn)
-    ]
-    events_path = data_dir / GOVERNANCE_EVENTS_LOG
-    atomic_write(events_path, "".join(lines).encode())
-    written.append(events_path)
+    def epoch_control() -> None:
+        control = find_epoch_control(conn, STAGE_APPLIED)
+        doc = {} if control is None else control[0].to_json()
+        written.append(_write_if_changed(data_dir / EPOCH_CONTROL_JSON, _pretty(doc)))
+
+    def events() -> None:
+        lines = [
+            json.dumps(stored.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+            for stored in iter_events(conn)
+        ]
+        data = "".join(lines).encode()
+        written.append(_write_if_changed(data_dir / GOVERNANCE_EVENTS_LOG, data))
+
+    # One damaged row (edited by hand) must not stop the other views; reload names the damage.
+    for section in (nullspecs, oracle_config, epoch_control, events):
+        try:
+            section()
+        except (EvidenceOSError, ValueError) as exc:
+            log.warning("governance export %s skipped: %s", section.__name__, exc)
     return written

@@ -2,8 +2,10 @@
 
 Benchmarks: ``appends`` (durable appends vs raw SQLite commits, group commit), ``proofs``
 (proof time at a large vs a small log), ``restart`` (spawn-to-Health and RSS of ``evidenceosd``
-on a large data dir). Everything runs in one temporary directory (``--tmp-dir``, so baselines and
-measurements share a filesystem) that is deleted at the end unless ``--keep``.
+on a large data dir), ``execute`` (ExecuteClaimV2/s with 32 callers vs a bare grpcio echo
+server, one caller's five-RPC lifecycle latency, compiles per module). Everything runs in one
+temporary directory (``--tmp-dir``, so baselines and measurements share a filesystem) that is
+deleted at the end unless ``--keep``.
 
 Prints a table of raw numbers, the baseline each is divided by, the ratio and PASS/FAIL against its
 target; ``--json-out`` writes the same as JSON. Exit status is 0 when every benchmark ran (misses
@@ -13,6 +15,7 @@ included) unless ``--strict``, which also fails on a missed target; 2 when a ben
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -28,10 +31,10 @@ from typing import Any
 
 import apsw
 
-from ops.bench import BenchResult, fmt_leaves, log_appends, proofs, restart
+from ops.bench import BenchResult, execute, fmt_leaves, log_appends, proofs, restart
 from ops.bench._build import BuildCache
 
-BENCHMARKS = ("appends", "proofs", "restart")
+BENCHMARKS = ("appends", "proofs", "restart", "execute")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +47,19 @@ class Plan:
     proof_calls: int
     restart_runs: int
     restart_proof_calls: int
+    execute: execute.ExecuteParams
 
 
 def make_plan(quick: bool, sizes: tuple[int, int] | None) -> Plan:
     if quick:
         small, large = sizes or (1_000, 20_000)
-        return Plan(True, small, large, 0.5, 1, 400, 1, 50)
+        return Plan(
+            True, small, large, 0.5, 1, 400, 1, 50, execute.ExecuteParams(1, 128, 1024, 30, 128)
+        )
     small, large = sizes or (1_000, 1_000_000)
-    return Plan(False, small, large, 1.5, 5, 3000, 3, 200)
+    return Plan(
+        False, small, large, 1.5, 5, 3000, 3, 200, execute.ExecuteParams(5, 512, 4096, 300, 512)
+    )
 
 
 def _sizes(text: str) -> tuple[int, int]:
@@ -229,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {
             "started_at": started_at.isoformat(timespec="seconds"),
             "mode": "quick" if plan.quick else "full",
-            "plan": {k: getattr(plan, k) for k in plan.__dataclass_fields__},
+            "plan": {k: _plain(getattr(plan, k)) for k in plan.__dataclass_fields__},
             "host": facts,
             "benchmarks": [r.as_dict() for r in results],
             "crashed": crashed,
@@ -244,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.strict and not all_passed:
         return 1
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """Plan values for JSON (nested parameter dataclasses become dicts)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _run_one(name: str, plan: Plan, tmp_root: Path, cache: BuildCache) -> BenchResult:
@@ -263,6 +278,8 @@ def _run_one(name: str, plan: Plan, tmp_root: Path, cache: BuildCache) -> BenchR
             cache,
             _progress,
         )
+    if name == "execute":
+        return execute.run(plan.execute, tmp_root, _progress)
     raise ValueError(name)
 
 

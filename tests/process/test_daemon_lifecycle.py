@@ -187,9 +187,13 @@ def test_consistency_proof_bad_sizes_are_invalid(
     assert needle in details
 
 
-def test_unimplemented_rpc_answers_unimplemented(api: Api) -> None:
-    request = api.pb.GrantCreditRequest(principal_id="x", amount=1, reason="r")
-    code, _ = rpc_status(lambda: api.stub.GrantCredit(request, timeout=RPC_TIMEOUT))
+def test_unknown_method_answers_unimplemented(api: Api, fresh_daemon: DaemonProcess) -> None:
+    call = fresh_daemon.channel().unary_unary(
+        f"/{api.name}.EvidenceOS/NoSuchMethod",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=api.pb.HealthResponse.FromString,
+    )
+    code, _ = rpc_status(lambda: call(api.pb.HealthRequest(), timeout=RPC_TIMEOUT))
     assert code == grpc.StatusCode.UNIMPLEMENTED
 
 

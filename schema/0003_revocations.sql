@@ -1,0 +1,1 @@
+../evidenceos/store/migrations/0003_revocations.sql

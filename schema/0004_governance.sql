@@ -1,0 +1,1 @@
+../evidenceos/store/migrations/0004_governance.sql
