@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import copy as shallow_copy
 from pathlib import Path
 
 import click
@@ -223,3 +224,17 @@ main.add_command(oracle)
 main.add_command(governance)
 main.add_command(epoch)
 main.add_command(canary)
+
+
+def _hidden(command: click.Command) -> click.Command:
+    """The same command under a second, hidden name (the reference's aliases, spec 50 §4.0)."""
+    alias = shallow_copy(command)
+    alias.hidden = True
+    return alias
+
+
+main.add_command(_hidden(oracle), "operator")
+main.add_command(_hidden(epoch), "operator-epoch")
+oracle.add_command(_hidden(oracle.commands["set-ttl"]), "sign-oracle-record")
+oracle.add_command(_hidden(oracle.commands["rotate-calibration"]), "sign-oracle-calibration")
+epoch.add_command(_hidden(epoch.commands["advance"]), "sign-epoch-control")

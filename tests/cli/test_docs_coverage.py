@@ -49,7 +49,9 @@ def walk(command: click.Command, path: tuple[str, ...]) -> Iterator[tuple[str, c
     yield " ".join(path), command
     if isinstance(command, click.Group):
         for name in sorted(command.commands):
-            yield from walk(command.commands[name], (*path, name))
+            sub = command.commands[name]
+            if not sub.hidden:  # hidden aliases are documented once, in docs/cli.md
+                yield from walk(sub, (*path, name))
 
 
 def all_commands() -> list[tuple[str, click.Command]]:
