@@ -23,7 +23,7 @@ from typing import Any
 
 from evidenceos.core.auth import CallerIdentity
 from evidenceos.core.canary import CanaryConfig, CanaryState
-from evidenceos.core.capsule import CapsuleInputs, build_capsule, encode_capsule
+from evidenceos.core.capsule import CapsuleInputs, build_capsule
 from evidenceos.core.claim import ClaimRecord
 from evidenceos.core.claim_state import ClaimState
 from evidenceos.core.credit import Account, InsufficientCredit, apply_charge, ensure_account
@@ -454,9 +454,8 @@ class ExecutionService:
                     sealed_preimage_hash=current.sealed_preimage_hash or bytes(32),
                 )
             )
-            leaf = svc.log.append(conn, capsule)
-            capsule_bytes = encode_capsule(capsule)
-            capsule_hash = hashlib.sha256(capsule_bytes).digest()
+            leaf = svc.log.append(conn, capsule)  # the leaf's payload is the capsule's bytes
+            capsule_hash = leaf.payload_sha256
             state = _STATE_FOR[outcome.decision]
             capsules_table.put_capsule(
                 conn,

@@ -753,7 +753,6 @@ def _instrument(stages: _Stages) -> None:
     stages.wrap(Sandbox, "compile", "sandbox_compile_or_hit")
     stages.wrap(Sandbox, "serialize", "sandbox_serialize")
     stages.wrap(execution, "build_capsule", "w:build_capsule")
-    stages.wrap(execution, "encode_capsule", "w:encode_capsule")
     stages.wrap(execution, "compute_e_value", "compute_e_value")
     stages.wrap(claims_table, "get_claim", "get_claim")
     stages.wrap(claims_table, "put_claim", "put_claim")
@@ -957,7 +956,6 @@ PROFILE_ROWS: tuple[tuple[str, str], ...] = (
     ("w:build_capsule", "  build_capsule"),
     ("w:log_append", "  log append (encode_entry + leaf/node rows)"),
     ("w:log_encode_entry", "    encode_entry (RFC 8785 of the capsule)"),
-    ("w:encode_capsule", "  encode_capsule (again, for the capsule hash)"),
     ("w:put_capsule", "  put_capsule"),
     ("put_claim", "  put_claim (all calls)"),
     ("w:idempotency_record", "  idempotency record"),
@@ -1016,9 +1014,7 @@ class ProfileReport:
             "sandbox_cpu_us": self.cpu("sandbox_execute", "sandbox_pln_burn"),
             "sandbox_wall_us": self.wall("sandbox_execute", "sandbox_pln_burn"),
             "writer_cpu_us": writer,
-            "capsule_encode_cpu_us": self.cpu(
-                "w:build_capsule", "w:log_encode_entry", "w:encode_capsule"
-            ),
+            "capsule_encode_cpu_us": self.cpu("w:build_capsule", "w:log_encode_entry"),
             "commit_wall_us": self.wall("w:COMMIT"),
             "state_export_cpu_us": export,
             "grpc_and_untracked_cpu_us": self.daemon_cpu_us - handler - writer - export,
