@@ -81,7 +81,7 @@ def env_flag(name: str, default: bool = False) -> bool:
     "--rpc-timeout-ms",
     type=click.IntRange(min=1),
     default=None,
-    help="Server-side deadline for every RPC.",
+    help="Accepted for compatibility; per-RPC server deadlines are not enforced yet.",
 )
 @click.option(
     "--tls-cert",
