@@ -45,7 +45,13 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from evidenceos.core.topicid import HASH_SIZE, ClaimMetadata, TopicSignals
+from evidenceos.core.topicid import (
+    HASH_SIZE,
+    ClaimMetadata,
+    TopicSignals,
+    encode_length_prefixed,
+    encode_optional_hash,
+)
 from evidenceos.errors import InvalidArgument
 from evidenceos.ids import ClaimId, PrincipalId
 
@@ -138,20 +144,20 @@ def compute_claim_id_v2_preimage(request: ClaimRequestV2) -> bytes:
     return b"".join(
         (
             CLAIM_ID_V2_DOMAIN,
-            _string("principal_id", request.principal_id),
-            _string("claim_name", request.claim_name),
-            _string("metadata.lane", metadata.lane),
+            encode_length_prefixed(request.principal_id, "principal_id"),
+            encode_length_prefixed(request.claim_name, "claim_name"),
+            encode_length_prefixed(metadata.lane, "metadata.lane"),
             metadata.alpha_micros.to_bytes(4, "big"),
-            _string("metadata.epoch_config_ref", metadata.epoch_config_ref),
-            _string("metadata.output_schema_id", metadata.output_schema_id),
-            _optional_hash(signals.semantic_hash),
-            _optional_hash(signals.phys_hir_signature_hash),
-            _optional_hash(signals.dependency_merkle_root),
-            _string("holdout_ref", request.holdout_ref),
+            encode_length_prefixed(metadata.epoch_config_ref, "metadata.epoch_config_ref"),
+            encode_length_prefixed(metadata.output_schema_id, "metadata.output_schema_id"),
+            encode_optional_hash(signals.semantic_hash),
+            encode_optional_hash(signals.phys_hir_signature_hash),
+            encode_optional_hash(signals.dependency_merkle_root),
+            encode_length_prefixed(request.holdout_ref, "holdout_ref"),
             request.epoch_size.to_bytes(8, "big"),
             request.oracle_num_symbols.to_bytes(4, "big"),
-            _string("oracle_id", request.oracle_id),
-            _string("nullspec_id", request.nullspec_id),
+            encode_length_prefixed(request.oracle_id, "oracle_id"),
+            encode_length_prefixed(request.nullspec_id, "nullspec_id"),
             _optional_double(request.dp_epsilon_budget),
             _optional_double(request.dp_delta_budget),
         )
@@ -186,20 +192,6 @@ def compute_dependency_merkle_root(items: Iterable[bytes]) -> bytes:
 def _check_range(name: str, value: int, maximum: int) -> None:
     if not 0 <= value <= maximum:
         raise InvalidArgument(f"{name} is out of range")
-
-
-def _string(field: str, text: str) -> bytes:
-    try:
-        raw = text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgument(f"{field} must be valid UTF-8") from exc
-    if len(raw) > _U32_MAX:
-        raise InvalidArgument(f"{field} is too long")
-    return len(raw).to_bytes(4, "big") + raw
-
-
-def _optional_hash(value: bytes | None) -> bytes:
-    return _ABSENT if value is None else _PRESENT + value
 
 
 def _optional_double(value: float | None) -> bytes:

@@ -114,13 +114,13 @@ def compute_topic_payload(metadata: ClaimMetadata, signals: TopicSignals) -> byt
     phys = signals.phys_hir_signature_hash
     return b"".join(
         (
-            _length_prefixed(metadata.lane, "metadata.lane"),
+            encode_length_prefixed(metadata.lane, "metadata.lane"),
             metadata.alpha_micros.to_bytes(4, "big"),
-            _length_prefixed(metadata.epoch_config_ref, "metadata.epoch_config_ref"),
-            _length_prefixed(metadata.output_schema_id, "metadata.output_schema_id"),
-            _optional_hash(signals.semantic_hash),
+            encode_length_prefixed(metadata.epoch_config_ref, "metadata.epoch_config_ref"),
+            encode_length_prefixed(metadata.output_schema_id, "metadata.output_schema_id"),
+            encode_optional_hash(signals.semantic_hash),
             _NO_PHYS_HIR if phys is None else phys,
-            _optional_hash(signals.dependency_merkle_root),
+            encode_optional_hash(signals.dependency_merkle_root),
         )
     )
 
@@ -145,7 +145,8 @@ def compute_distance_bits(a: bytes, b: bytes) -> int:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
 
 
-def _length_prefixed(text: str, field: str) -> bytes:
+def encode_length_prefixed(text: str, field: str) -> bytes:
+    """``u32be(len(utf8)) || utf8``: the string encoding of topic ids and claim ids."""
     try:
         raw = text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -155,5 +156,6 @@ def _length_prefixed(text: str, field: str) -> bytes:
     return len(raw).to_bytes(4, "big") + raw
 
 
-def _optional_hash(value: bytes | None) -> bytes:
+def encode_optional_hash(value: bytes | None) -> bytes:
+    """``0x00`` for an absent hash, ``0x01 || hash`` for a present one."""
     return _ABSENT if value is None else _PRESENT + value

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -46,7 +45,6 @@ from evidenceos.core.structured_claims import (
 from evidenceos.core.topicid import ClaimMetadata, TopicSignals, compute_topic_id
 from evidenceos.core.wasm_binary import WasmModule
 from evidenceos.errors import (
-    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -54,6 +52,7 @@ from evidenceos.errors import (
     ResourceExhausted,
 )
 from evidenceos.sandbox import Sandbox
+from evidenceos.service._guards import InflightSet
 from evidenceos.service.governance import GovernanceService
 from evidenceos.service.log_service import Clock, LogService, ProofBundle, system_clock_ms
 from evidenceos.store import claims as claims_table
@@ -244,8 +243,7 @@ class ClaimService:
         self.holdouts = holdouts
         self.settings = settings
         self.clock = clock
-        self._inflight: set[tuple[str, str, str]] = set()
-        self._inflight_lock = threading.Lock()
+        self._inflight = InflightSet()
 
     # -- idempotency --------------------------------------------------------------------------
 
@@ -256,15 +254,8 @@ class ClaimService:
             yield
             return
         token = (key.principal_id, key.method, key.request_id)
-        with self._inflight_lock:
-            if token in self._inflight:
-                raise Aborted("request with x-request-id already in progress")
-            self._inflight.add(token)
-        try:
+        with self._inflight.hold(token, "request with x-request-id already in progress"):
             yield
-        finally:
-            with self._inflight_lock:
-                self._inflight.discard(token)
 
     def replayed(self, key: IdempotencyKey | None) -> dict[str, Any] | None:
         """The stored response for a retry, or None; a changed payload is ALREADY_EXISTS."""

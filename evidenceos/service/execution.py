@@ -55,6 +55,7 @@ from evidenceos.sandbox import Sandbox
 from evidenceos.sandbox.engine import CompiledModule, padded_fuel_total
 from evidenceos.sandbox.errors import InvalidModule, InvalidVaultConfig, VaultError
 from evidenceos.sandbox.vault import ExecutionResult, VaultLimits
+from evidenceos.service._guards import InflightSet
 from evidenceos.service.claims import (
     ClaimService,
     IdempotencyKey,
@@ -157,23 +158,11 @@ class ExecutionService:
         self.claims = claims
         self.governance = governance
         self.canary_config = canary_config or CanaryConfig()
-        self._executing: set[bytes] = set()
+        self._executing = InflightSet()
         self._credit_holds: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # -- guards -------------------------------------------------------------------------------
-
-    @contextmanager
-    def _claim_guard(self, claim_id: bytes) -> Iterator[None]:
-        with self._lock:
-            if claim_id in self._executing:
-                raise Aborted("claim execution already in progress")
-            self._executing.add(claim_id)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._executing.discard(claim_id)
 
     @contextmanager
     def _credit_hold(self, principal: str, worst: int) -> Iterator[None]:
@@ -215,7 +204,7 @@ class ExecutionService:
             cached = svc.replayed(key)
             if cached is not None:
                 return ExecutionOutcome.from_json(cached)
-            with self._claim_guard(claim_id):
+            with self._executing.hold(claim_id, "claim execution already in progress"):
                 with svc.store.read() as conn:
                     claim = claims_table.get_claim(conn, claim_id)
                     verify_claim_access(caller, claim)
