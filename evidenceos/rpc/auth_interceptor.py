@@ -56,6 +56,7 @@ from evidenceos.core.auth import (
 from evidenceos.core.probe import ProbeThrottled
 from evidenceos.core.topicid import ClaimMetadata, TopicSignals, compute_topic_id
 from evidenceos.errors import EvidenceOSError, Unauthenticated
+from evidenceos.rpc._handlers import rewrap_handler
 from evidenceos.rpc.errors import abort_with
 from evidenceos.service.probe import ProbeService
 
@@ -155,31 +156,11 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         service, _ = split_method(method)
         if handler is None or service not in GUARDED_SERVICES:
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary, streaming_request=True),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._stream(method, handler.stream_stream, streaming_request=True),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap_handler(
+            handler,
+            lambda behavior, streamed: self._unary(method, behavior, streaming_request=streamed),
+            lambda behavior, streamed: self._stream(method, behavior, streaming_request=streamed),
+        )
 
     def _unary(self, method: str, behavior: Behavior, *, streaming_request: bool = False) -> Any:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:

@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from evidenceos.rpc._handlers import rewrap_handler
+
 #: Seconds; RPCs range from sub-millisecond reads to executions that run a guest.
 LATENCY_BUCKETS = (
     0.0005,
@@ -80,31 +82,11 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = str(handler_call_details.method)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._stream(method, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap_handler(
+            handler,
+            lambda behavior, _streamed: self._unary(method, behavior),
+            lambda behavior, _streamed: self._stream(method, behavior),
+        )
 
     def _unary(
         self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]
