@@ -57,7 +57,8 @@ def open_store(data_dir: Path) -> Iterator[Store]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Operate an EvidenceOS data directory: keys, log verification, exports, backups."""
+    """Operate EvidenceOS: keys, log verification, exports, backups, holdouts, governance
+    (NullSpecs, oracles, epochs, canaries) and verification of a running daemon."""
 
 
 @main.group()
