@@ -2,10 +2,16 @@
 
 RFC 8785 writes integral floats as integers and refuses integers beyond 2^53 - 1, so callers
 keep such values (u64 counters, large ids) as strings.
+
+Most entries hold only ASCII-keyed objects, arrays, strings, safe integers, booleans and null.
+For those, the standard library's C encoder with sorted keys and no whitespace writes exactly
+the RFC 8785 bytes (same escapes, same key order), several times faster than the pure-Python
+``rfc8785`` package, which still handles everything else (floats, non-ASCII keys, refusals).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +20,10 @@ import rfc8785
 from evidenceos.errors import InvalidArgument
 
 MAX_SAFE_INTEGER = 2**53 - 1
+
+_fast_encoder = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
 
 
 def encode_entry(entry: Mapping[str, Any]) -> bytes:
@@ -25,8 +35,33 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
 
 
 def canonical_json(value: Any) -> bytes:
+    if _fast_path_ok(value):
+        try:
+            return _fast_encoder.encode(value).encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: let rfc8785 say why
+            pass
     try:
         encoded: bytes = rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise InvalidArgument(f"value has no canonical JSON form: {exc}") from exc
     return encoded
+
+
+def _fast_path_ok(value: Any) -> bool:
+    """True when the C encoder's output is the RFC 8785 form of ``value``.
+
+    UTF-16 key order (RFC 8785 §3.2.3) equals code-point order for ASCII keys; other key sets
+    and every float take the slow path."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or not _fast_path_ok(item):
+                return False
+        return True
+    if kind is list:
+        return all(_fast_path_ok(item) for item in value)
+    return False

@@ -120,7 +120,12 @@ class LogService:
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> log_table.Leaf:
         """Append one canonical entry inside the caller's write transaction."""
-        return log_table.append_leaf(conn, str(entry["kind"]), encode_entry(entry), self._clock())
+        return self.append_encoded(conn, str(entry["kind"]), encode_entry(entry))
+
+    def append_encoded(self, conn: Connection, kind: str, payload: bytes) -> log_table.Leaf:
+        """Append bytes the caller already made with ``encode_entry`` (so they can be built,
+        and hashed, before the write transaction starts)."""
+        return log_table.append_leaf(conn, kind, payload, self._clock())
 
     def append_entry(self, entry: Mapping[str, Any]) -> log_table.Leaf:
         """Append one entry in its own transaction (tools and tests)."""
