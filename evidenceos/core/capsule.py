@@ -9,6 +9,7 @@ integers beyond 2^53 - 1 are written as strings (RFC 8785's range).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,4 +163,59 @@ def build_capsule(inputs: CapsuleInputs) -> dict[str, Any]:
 
 
 def encode_capsule(capsule: dict[str, Any]) -> bytes:
-    return encode_entry(capsule)
+    """The capsule's RFC 8785 bytes (the log entry; ``capsule_hash`` is their SHA-256).
+
+    A capsule always holds floats, which keep ``encode_entry`` off its C-encoder path. Floats
+    whose RFC 8785 form is Python's ``repr`` (non-integral, no exponent) are left to the C
+    encoder, integral ones below 2^53 become ints (RFC 8785 writes them without ``.0``); any
+    other value (an exponent form, a non-ASCII key ...) takes ``encode_entry`` unchanged."""
+    try:
+        prepared = _prepare(capsule)
+    except _SlowPath:
+        return encode_entry(capsule)
+    if not isinstance(capsule.get("kind"), str) or not capsule["kind"]:
+        return encode_entry(capsule)  # let encode_entry refuse it
+    try:
+        return _ENCODER.encode(prepared).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: encode_entry says why
+        return encode_entry(capsule)
+
+
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+)
+_FLOAT_INT_LIMIT = 2.0**53
+
+
+class _SlowPath(Exception):
+    """A value whose RFC 8785 form the C encoder does not write."""
+
+
+def _prepare(value: Any) -> Any:
+    """``value`` with every float made C-encoder-safe, or :class:`_SlowPath`."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value.is_integer():  # False for NaN and infinities
+            if -_FLOAT_INT_LIMIT < value < _FLOAT_INT_LIMIT:
+                return int(value)
+            raise _SlowPath
+        text = repr(value)
+        if "e" in text or "n" in text:  # exponent form, nan, inf
+            raise _SlowPath
+        return value
+    if kind is int:
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return value
+        raise _SlowPath
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii():
+                raise _SlowPath
+            out[key] = _prepare(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_prepare(item) for item in value]
+    raise _SlowPath

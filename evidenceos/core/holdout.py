@@ -18,6 +18,7 @@ mapping. Files, modes and caching live in :mod:`evidenceos.store.holdouts`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -467,10 +468,13 @@ def derive_synthetic_labels(handle: bytes, length: int) -> bytes:
     return bytes((handle[i % 32] ^ ((i * 31) & 0xFF)) & 1 for i in range(length))
 
 
+@functools.lru_cache(maxsize=256)
 def synthetic_holdout(ref: str) -> Holdout:
     """The insecure synthetic provider: handle = SHA-256(ref), 128 labels derived from it.
 
     Anyone who knows the ref knows the labels; dev and tests only, refused in production.
+    A pure function of ``ref`` returning an immutable value, so it is memoised (refusals are
+    raised again every time).
     """
     validate_holdout_ref(ref)
     if not ref.startswith(SYNTHETIC_PREFIX):

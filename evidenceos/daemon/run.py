@@ -81,6 +81,10 @@ class Daemon:
         self.server.server.stop(self.config.grace_period_s).wait()
         self.scheduler.stop()
         try:
+            self.log_service.close()  # sign the whole tree: a clean stop leaves no unsigned tail
+        except Exception:
+            log.exception("could not sign the final tree head; the next start re-checks the tail")
+        try:
             self.exporter.export_all()
         except Exception:  # exports are views; never block shutdown on them
             log.exception("final export failed")
@@ -94,7 +98,7 @@ class Daemon:
         ok = True
         if self.governance is not None:
             ok = self.governance.reload("sighup").ok
-        self.scheduler.request()
+        self.scheduler.request(full=True)  # etl.log too, whatever its refresh interval
         if self.metrics is not None:
             self.metrics.record_reload(ok=ok)
 
@@ -174,7 +178,7 @@ def start(config: DaemonConfig) -> Daemon:
             GovernanceSettings.from_env(os.environ, production_mode=config.production_mode),
         )
         governance.start()  # an invalid governance configuration refuses to start, saying why
-        exporter = Exporter(store, config.data_dir)
+        exporter = Exporter(store, config.data_dir, sign_head=log_service.signed_tree_head)
         scheduler = ExportScheduler(exporter, config.export_delay_s)
         store.add_commit_listener(lambda _size, _secs: scheduler.request())
         info = ServerInfo(

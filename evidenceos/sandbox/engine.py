@@ -33,6 +33,7 @@ from evidenceos.sandbox.vault import (
     VaultLimits,
     build_linker,
     execute_module,
+    has_unit_run_export,
 )
 
 #: Settings the reference applies (``wasm_config.rs``), spec 30 §5.1: all must exist.
@@ -102,11 +103,14 @@ def _compute_engine_fingerprint(settings: tuple[tuple[str, bool | str], ...]) ->
 
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledModule:
-    """A module compiled by one :class:`Sandbox`; opaque to callers apart from ``sha256``."""
+    """A module compiled by one :class:`Sandbox`; opaque to callers apart from ``sha256``.
+
+    ``unit_run`` caches whether the module exports ``run: () -> ()`` (None: not looked up)."""
 
     sha256: bytes
     engine_fingerprint: str
     module: wasmtime.Module = field(repr=False)
+    unit_run: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,16 @@ class SandboxStats:
     loads: int
     cache_hits: int
     cached_modules: int
+
+
+class _BurnRig(threading.local):
+    """Per thread: a store holding one instance of the burn module. The loop has no memory and
+    no globals, so a run leaves nothing behind but an empty tank, which :meth:`Sandbox.burn`
+    refills with exactly the padding before each run (spec 30 §5.5: run the loop module with
+    ``max_fuel = padding``, expect fuel exhaustion)."""
+
+    store: wasmtime.Store | None = None
+    run: wasmtime.Func | None = None
 
 
 class Sandbox:
@@ -133,6 +147,7 @@ class Sandbox:
         self._fingerprint = _compute_engine_fingerprint(settings)
         self._linker = build_linker(self._engine)
         self._burn_module = wasmtime.Module(self._engine, BURN_WASM_MODULE)
+        self._burn_rig = _BurnRig()
         self._max_cached = max_cached_modules
         self._cache: OrderedDict[bytes, CompiledModule] = OrderedDict()
         self._lock = threading.Lock()
@@ -199,7 +214,9 @@ class Sandbox:
                 raise InvalidModule(str(exc)) from exc
             with self._lock:
                 self._compiles += 1
-            compiled = self._remember(CompiledModule(sha256, self._fingerprint, module))
+            compiled = self._remember(
+                CompiledModule(sha256, self._fingerprint, module, has_unit_run_export(module))
+            )
         with self._lock:
             self._compile_locks.pop(sha256, None)
         return compiled
@@ -245,7 +262,9 @@ class Sandbox:
             raise ArtefactRejected(f"wasmtime refused the artefact: {exc}") from exc
         with self._lock:
             self._loads += 1
-        return self._remember(CompiledModule(module_sha256, self._fingerprint, module))
+        return self._remember(
+            CompiledModule(module_sha256, self._fingerprint, module, has_unit_run_export(module))
+        )
 
     def execute(
         self,
@@ -273,6 +292,7 @@ class Sandbox:
             holdout_len=holdout_len,
             oracle=oracle,
             validate_output=validate_output,
+            unit_run=module.unit_run,
         )
 
     def verify_guest_abi(self, module: CompiledModule, max_memory_bytes: int) -> None:
@@ -314,17 +334,26 @@ class Sandbox:
             raise InvalidArgument("padding fuel must be in [0, 2^64)")
         if padding_fuel == 0:
             return
-        store = wasmtime.Store(self._engine)
-        store.set_limits(memory_size=WASM_PAGE_BYTES)
-        store.set_fuel(padding_fuel)
-        try:
+        rig = self._burn_rig
+        if rig.store is None or rig.run is None:
+            store = wasmtime.Store(self._engine)
+            store.set_limits(memory_size=WASM_PAGE_BYTES)
             run = wasmtime.Instance(store, self._burn_module, []).exports(store)["run"]
             assert isinstance(run, wasmtime.Func)  # noqa: S101 — the constant module exports it
+            rig.store, rig.run = store, run
+        store, run = rig.store, rig.run
+        store.set_fuel(padding_fuel)
+        try:
             run(store)
         except wasmtime.Trap as exc:
             if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL and store.get_fuel() == 0:
                 return
+            rig.store = rig.run = None  # never reuse a store after an unexpected outcome
             raise BurnFailed(exc.message, fuel_used=padding_fuel - store.get_fuel()) from exc
+        except BaseException:
+            rig.store = rig.run = None
+            raise
+        rig.store = rig.run = None
         raise BurnFailed("burn loop returned", fuel_used=padding_fuel - store.get_fuel())
 
     def _check_own(self, module: CompiledModule) -> None:

@@ -16,6 +16,7 @@ threads the exception that surfaces may belong to another execution.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import struct
 import threading
@@ -204,6 +205,7 @@ class _Execution:
         "host_error",
         "kout_bits",
         "limits",
+        "memory",
         "oracle",
         "oracle_calls",
         "output",
@@ -227,6 +229,8 @@ class _Execution:
         self.kout_bits = 0
         self.records: list[_TraceRecord] = []
         self.host_error: _HostError | None = None
+        # The instance's exported memory once instantiated (what ``caller.get`` would return).
+        self.memory: wasmtime.Memory | None = None
 
     def fail(
         self, kind: type[VaultError], detail: str, cause: BaseException | None = None
@@ -263,13 +267,21 @@ def _read_guest_memory(
     """Copy ``length`` bytes at ``ptr`` out of the exported memory; anything odd is MemoryOob."""
     if ptr < 0 or length < 0:
         execution.fail(MemoryOutOfBounds, "negative pointer or length")
-    memory = caller.get(MEMORY_EXPORT)
-    if not isinstance(memory, wasmtime.Memory):
-        execution.fail(MemoryOutOfBounds, "no exported memory")
+    memory = execution.memory
+    if memory is None:  # a call from a start function, or no memory exported
+        found = caller.get(MEMORY_EXPORT)
+        if not isinstance(found, wasmtime.Memory):
+            execution.fail(MemoryOutOfBounds, "no exported memory")
+        memory = found
     end = ptr + length
     if end > memory.data_len(caller):
         execution.fail(MemoryOutOfBounds, "memory read out of bounds")
-    return bytes(memory.read(caller, ptr, end))
+    if length == 0:
+        return b""
+    # One copy straight out of linear memory (the base moves when memory grows: ask each time).
+    base = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value
+    assert base is not None  # noqa: S101 - a memory holding end > 0 bytes has a base
+    return ctypes.string_at(base + ptr, length)
 
 
 def _oracle_query(caller: wasmtime.Caller, ptr: int, length: int) -> int:
@@ -340,6 +352,16 @@ def _is_unit_function(signature: wasmtime.FuncType) -> bool:
     return not signature.params and not signature.results
 
 
+def has_unit_run_export(module: wasmtime.Module) -> bool:
+    """True when ``module`` exports ``run: () -> ()`` (read from its static export types, the
+    same answer as checking the instance's ``run`` export)."""
+    for export in module.exports:
+        if export.name == RUN_EXPORT:
+            kind = export.type
+            return isinstance(kind, wasmtime.FuncType) and _is_unit_function(kind)
+    return False
+
+
 def _classify_failure(
     exc: Exception, execution: _Execution, fuel_used: int, fuel_left: int
 ) -> VaultError:
@@ -369,12 +391,16 @@ def execute_module(
     holdout_len: int,
     oracle: OracleCallback,
     validate_output: OutputValidator,
+    unit_run: bool | None = None,
 ) -> ExecutionResult:
     """Instantiate ``module`` in a fresh store under ``limits``, call ``run``, collect the result.
 
+    ``unit_run`` is :func:`has_unit_run_export` of ``module`` when the caller has it cached.
     Every :class:`VaultError` raised once instantiation has started carries the fuel used and the
     oracle calls made so far.
     """
+    if unit_run is None:
+        unit_run = has_unit_run_export(module)
     if not 0 < holdout_len <= U32_MAX:
         raise InvalidVaultConfig("holdout length must be > 0")
     if _ACTIVE.current is not None:
@@ -390,12 +416,15 @@ def execute_module(
     _ACTIVE.current = execution
     try:
         instance = linker.instantiate(store, module)  # a start function runs here, metered
-        exports = instance.exports(store)
-        run = exports.get(RUN_EXPORT)
-        if isinstance(run, wasmtime.Func) and _is_unit_function(run.type(store)):
+        if unit_run:
+            exports = instance.exports(store)
+            run = exports[RUN_EXPORT]
+            assert isinstance(run, wasmtime.Func)  # noqa: S101 - unit_run says so
+            memory = exports.get(MEMORY_EXPORT)
+            if isinstance(memory, wasmtime.Memory):
+                execution.memory = memory
             has_run = True
             run(store)
-            memory = exports.get(MEMORY_EXPORT)
             if isinstance(memory, wasmtime.Memory):
                 max_memory_pages = memory.size(store)
     except Exception as exc:  # noqa: BLE001 — classified below, the host-error slot first

@@ -52,7 +52,7 @@ from evidenceos.errors import (
     ResourceExhausted,
 )
 from evidenceos.sandbox import Sandbox
-from evidenceos.service._guards import InflightSet
+from evidenceos.service._guards import BoundedCache, InflightSet
 from evidenceos.service.governance import GovernanceService
 from evidenceos.service.log_service import Clock, LogService, ProofBundle, system_clock_ms
 from evidenceos.store import claims as claims_table
@@ -244,6 +244,9 @@ class ClaimService:
         self.settings = settings
         self.clock = clock
         self._inflight = InflightSet()
+        # ASPEC reports of modules that passed every CommitArtifacts check, by (module sha256,
+        # claim lane): all of them are pure functions of the module bytes and the lane.
+        self._vetted: BoundedCache[tuple[bytes, str], aspec.AspecReport] = BoundedCache(256)
 
     # -- idempotency --------------------------------------------------------------------------
 
@@ -556,17 +559,25 @@ class ClaimService:
         wasm_hash = hashlib.sha256(wasm_module).digest()
         if wasm_decl != wasm_hash:
             raise FailedPrecondition("wasm artifact hash does not match wasm_module")
-        report = aspec.verify_module(wasm_module, aspec.policy_for_lane(claim.lane))
-        if not report.ok:
-            raise FailedPrecondition("ASPEC rejected wasm module: " + "; ".join(report.reasons))
+        vetted_key = (wasm_hash, claim.lane)
+        report = self._vetted.get(vetted_key)
+        if report is None:
+            report = aspec.verify_module(wasm_module, aspec.policy_for_lane(claim.lane))
+            if not report.ok:
+                raise FailedPrecondition("ASPEC rejected wasm module: " + "; ".join(report.reasons))
         if claim.state is ClaimState.STALE:
             raise FailedPrecondition("invalid claim state transition")
         lane = "heavy" if (report.heavy_lane_flag and claim.lane == "fast") else claim.lane
         compiled = self.sandbox.compile(wasm_module)
-        self.sandbox.verify_guest_abi(compiled, lane_memory_bytes(lane))
-        self._verify_memories(wasm_module, lane)
-        artefact = self.sandbox.serialize(compiled)
+        if vetted_key not in self._vetted:
+            self.sandbox.verify_guest_abi(compiled, lane_memory_bytes(lane))
+            self._verify_memories(wasm_module, lane)
+            self._vetted.put(vetted_key, report)
         fingerprint = self.sandbox.engine_fingerprint()
+        with self.store.read() as conn:
+            stored = claims_table.has_compiled_module(conn, wasm_hash, fingerprint)
+        # The artefact is made and written once per (module, engine), not on every commit.
+        artefact = None if stored else self.sandbox.serialize(compiled)
 
         def write(conn: Connection) -> ClaimState:
             current = claims_table.get_claim(conn, claim_id)
@@ -576,7 +587,8 @@ class ClaimService:
                 verify_transition(current.state, ClaimState.COMMITTED)
             now = self.clock()
             digest = claims_table.put_wasm_module(conn, wasm_module, now)
-            claims_table.put_compiled_module(conn, digest, fingerprint, artefact, now)
+            if artefact is not None:
+                claims_table.put_compiled_module(conn, digest, fingerprint, artefact, now)
             updated = replace(
                 current,
                 state=ClaimState.COMMITTED,

@@ -12,22 +12,29 @@ fuel charged) before the error reply.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from evidenceos.core.auth import CallerIdentity
 from evidenceos.core.canary import CanaryConfig, CanaryState
-from evidenceos.core.capsule import CapsuleInputs, build_capsule
+from evidenceos.core.capsule import CapsuleInputs, build_capsule, encode_capsule
 from evidenceos.core.claim import ClaimRecord
 from evidenceos.core.claim_state import ClaimState
 from evidenceos.core.credit import Account, InsufficientCredit, apply_charge, ensure_account
-from evidenceos.core.decision import Decision, DecisionInputs, Lane, settle_and_decide
+from evidenceos.core.decision import (
+    Decision,
+    DecisionInputs,
+    DecisionOutcome,
+    Lane,
+    settle_and_decide,
+)
 from evidenceos.core.evalue import (
     EPROCESS_FIXED_ALT,
     NullModel,
@@ -35,11 +42,17 @@ from evidenceos.core.evalue import (
     compute_eprocess_kind_id,
     fallback_model,
 )
-from evidenceos.core.ledger import compute_execution_charge, compute_kout_charge_bits
+from evidenceos.core.ledger import (
+    ConservationLedger,
+    ExecutionCharge,
+    compute_execution_charge,
+    compute_kout_charge_bits,
+)
 from evidenceos.core.nullspec import NullSpecContract
 from evidenceos.core.oracle import (
     HysteresisState,
     OraclePins,
+    OracleResolution,
     compute_oracle_answer,
     compute_resolution_hash,
 )
@@ -49,6 +62,7 @@ from evidenceos.errors import (
     EvidenceOSError,
     FailedPrecondition,
     InvalidArgument,
+    NotFound,
     ResourceExhausted,
 )
 from evidenceos.sandbox import Sandbox
@@ -82,6 +96,23 @@ _STATE_FOR = {
     Decision.REJECT: ClaimState.REVOKED,
 }
 _LANES = {"fast": Lane.FAST, "heavy": Lane.HEAVY, "canary": Lane.CANARY}
+_EMPTY_SHA256 = hashlib.sha256(b"").digest()
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=64)
+def resolution_hash(num_symbols: int) -> bytes:
+    """``compute_resolution_hash`` of a claim's resolution, which only ``num_symbols`` sets."""
+    return compute_resolution_hash(OracleResolution(num_symbols=num_symbols))
+
+
+def _attempt(fn: Callable[[], T]) -> tuple[T | None, Exception | None]:
+    """``fn()``'s value, or the exception it raised (re-raised later, where the write function
+    would have raised it)."""
+    try:
+        return fn(), None
+    except Exception as exc:  # noqa: BLE001 - handed back to the caller, never lost
+        return None, exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +159,35 @@ class _NullSpec:
     contract_hash: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What the handler read before the guest ran: the claim (and its row's exact text, which
+    the write function compares), the stream's canary state, the epoch and the NullSpec."""
+
+    claim: ClaimRecord
+    claim_text: str
+    canary: CanaryState | None
+    epoch: int
+    nullspec: _NullSpec
+
+
+@dataclass(frozen=True, slots=True)
+class _Metered:
+    result: ExecutionResult
+    envelope_violation: bool
+    fuel_total: int
+    charge: ExecutionCharge
+    e_value: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    outcome: DecisionOutcome
+    output: bytes
+    capsule_bytes: bytes
+    canary_update: CanaryState | None
+
+
 class GuestIncident(Exception):
     """The guest ran and the execution failed afterwards; carries the error to reply with."""
 
@@ -165,15 +225,15 @@ class ExecutionService:
     # -- guards -------------------------------------------------------------------------------
 
     @contextmanager
-    def _credit_hold(self, principal: str, worst: int) -> Iterator[None]:
-        """Hold the worst-case charge so concurrent executions never overspend (spec 60 §5)."""
+    def _credit_hold(self, principal: str, worst: int, stored: Account | None) -> Iterator[None]:
+        """Hold the worst-case charge so concurrent executions never overspend (spec 60 §5).
+
+        ``stored`` is the principal's account as read in the execution's snapshot."""
         settings = self.claims.settings
         if worst > settings.admission.max_credit(principal):
             raise ResourceExhausted("requested credit exceeds admission limit")
-        with self.claims.store.read() as conn:
-            account = accounts_table.find_account(conn, principal)
         account = ensure_account(
-            account, limit=settings.admission.max_credit(principal), day=self._day()
+            stored, limit=settings.admission.max_credit(principal), day=self._day()
         )
         with self._lock:
             held = self._credit_holds.get(principal, 0)
@@ -205,21 +265,26 @@ class ExecutionService:
             if cached is not None:
                 return ExecutionOutcome.from_json(cached)
             with self._executing.hold(claim_id, "claim execution already in progress"):
-                with svc.store.read() as conn:
-                    claim = claims_table.get_claim(conn, claim_id)
+                with svc.store.read() as conn:  # one snapshot for everything read up front
+                    claim, claim_text = claims_table.get_claim_and_text(conn, claim_id)
                     verify_claim_access(caller, claim)
                     epoch = svc.current_epoch(conn)
                     self._verify_executable(claim, epoch)
                     nullspec = self._nullspec(conn, claim, epoch)
                     module = self._module(conn, claim)
+                    canary = canary_table.find_canary_state(
+                        conn, claim.oracle_id, claim.holdout_ref
+                    )
+                    account = accounts_table.find_account(conn, caller.principal_id)
                 limits = lane_limits(claim)
                 worst = self._worst_charge(claim, limits)
-                with self._credit_hold(caller.principal_id, worst):
+                with self._credit_hold(caller.principal_id, worst, account):
                     holdout = svc.holdouts.resolve(claim.holdout_ref)
                     holdout.descriptor.verify_matches_claim(claim.holdout_handle, claim.holdout_len)
+                    snapshot = _Snapshot(claim, claim_text, canary, epoch, nullspec)
                     try:
                         return self._run_and_commit(
-                            caller, claim, epoch, nullspec, module, limits, holdout.labels, key
+                            caller, snapshot, module, limits, holdout.labels, key
                         )
                     except GuestIncident as incident:
                         self._commit_incident(caller, claim, incident)
@@ -233,7 +298,7 @@ class ExecutionService:
         if claim.oracle_pins is None:
             raise FailedPrecondition("oracle pins missing")
         pins = OraclePins.from_json(claim.oracle_pins)
-        if compute_resolution_hash(resolution_for(claim)) != pins.oracle_resolution_hash:
+        if resolution_hash(claim.oracle_num_symbols) != pins.oracle_resolution_hash:
             raise FailedPrecondition("oracle resolution hash mismatch with sealed pins")
         if pins.is_stale(epoch):
             raise FailedPrecondition("claim is stale; re-freeze before execution")
@@ -263,7 +328,7 @@ class ExecutionService:
         contract = NullSpecContract.from_json(stored)
         if contract.is_expired(epoch):
             raise FailedPrecondition("active nullspec expired")
-        if contract.oracle_resolution_hash != compute_resolution_hash(resolution_for(claim)):
+        if contract.oracle_resolution_hash != resolution_hash(claim.oracle_num_symbols):
             raise FailedPrecondition("nullspec resolution hash mismatch")
         return _NullSpec(contract, nullspec_id, hashlib.sha256(contract.canonical_bytes()).digest())
 
@@ -298,15 +363,14 @@ class ExecutionService:
     def _run_and_commit(
         self,
         caller: CallerIdentity,
-        claim: ClaimRecord,
-        epoch: int,
-        nullspec: _NullSpec,
+        snapshot: _Snapshot,
         module: CompiledModule,
         limits: VaultLimits,
         labels: bytes,
         key: IdempotencyKey | None,
     ) -> ExecutionOutcome:
         svc = self.claims
+        claim = snapshot.claim
         schema = SchemaId(claim.schema)
         resolution = resolution_for(claim)
         hysteresis = [HysteresisState()]
@@ -341,7 +405,7 @@ class ExecutionService:
             # lazily).
             raise GuestIncident(exc, "execution_failure", exc.fuel_used) from exc
         try:
-            return self._settle(caller, claim, epoch, nullspec, result, envelope[0], key)
+            return self._settle(caller, snapshot, result, envelope[0], key)
         except GuestIncident:
             raise
         except (FailedPrecondition, InvalidArgument) as exc:
@@ -350,14 +414,19 @@ class ExecutionService:
     def _settle(
         self,
         caller: CallerIdentity,
-        claim: ClaimRecord,
-        epoch: int,
-        nullspec: _NullSpec,
+        snapshot: _Snapshot,
         result: ExecutionResult,
         envelope_violation: bool,
         key: IdempotencyKey | None,
     ) -> ExecutionOutcome:
+        """Meter, burn the PLN padding, decide and publish.
+
+        Everything is computed here, on the caller's thread, from the snapshot read before the
+        guest ran; the write function only checks that the claim row (and the canary state it
+        decided with) are still exactly what was read, and writes. If either changed meanwhile
+        it decides again from the rows it reads, as if nothing had been prepared."""
         svc = self.claims
+        claim = snapshot.claim
         schema = SchemaId(claim.schema)
         resolution = resolution_for(claim)
         if schema is SchemaId.LEGACY:
@@ -380,121 +449,184 @@ class ExecutionService:
         charge = compute_execution_charge(
             bits_per_call, result.oracle_calls, svc.settings.dependence_multiplier, kout
         )
-        e_value = compute_e_value(nullspec.model, result.oracle_buckets)
+        e_value = compute_e_value(snapshot.nullspec.model, result.oracle_buckets)
         credit = svc.settings.pricing.compute_charge(
             k_bits=charge.principal_k_bits,
             fuel=fuel_total or None,
             max_memory_pages=result.max_memory_pages or None,
         )
+        meter = _Metered(result, envelope_violation, fuel_total, charge, e_value)
+        # Prepared from the snapshot; an error is kept and raised where the write would raise it.
+        ledger, ledger_error = _attempt(lambda: claim.ledger.charge_execution(charge))
+        decided: _Decided | None = None
+        decide_error: Exception | None = None
+        if ledger is not None:
+            decided, decide_error = _attempt(
+                lambda: self._decide(claim, ledger, snapshot.canary, snapshot, meter)
+            )
 
         def write(conn: Connection) -> ExecutionOutcome:
-            current = claims_table.get_claim(conn, claim.claim_id)
-            if current.state is not ClaimState.SEALED or (
-                current.execution_nonce != claim.execution_nonce
-            ):
-                raise Aborted("claim execution superseded")
-            ledger = current.ledger.charge_execution(charge)
-            self._settle_pools(conn, current, charge.total_k_bits)
-            canary_frozen = self._canary(conn, current, nullspec.model, result, epoch)
-            outcome = settle_and_decide(
-                ledger,
-                e_value,
-                DecisionInputs(
-                    lane=_LANES[current.lane],
-                    canary_frozen=canary_frozen,
-                    envelope_violation=envelope_violation,
-                ),
-            )
-            output = self._kernel_output(
-                schema, result.output, outcome.decision, outcome.reason_codes, e_value
-            )
-            capsule = build_capsule(
-                CapsuleInputs(
-                    claim_id=current.claim_id,
-                    topic_id=current.topic_id,
-                    output_schema_id=current.output_schema_id,
-                    artifacts=[(a.kind, a.artifact_hash) for a in current.artifacts],
-                    dependency_items=current.dependency_items,
-                    canonical_output=output,
-                    wasm_hash=current.wasm_sha256 or bytes(32),
-                    judge_trace_hash=result.judge_trace_hash,
-                    holdout_ref=current.holdout_ref,
-                    holdout_handle=current.holdout_handle,
-                    ledger=outcome.ledger,
-                    fuel_total=fuel_total,
-                    e_value=outcome.reported_e_value,
-                    certified=outcome.certified,
-                    decision=int(outcome.decision),
-                    reason_codes=outcome.reason_codes,
-                    semantic_hash=current.semantic_hash,
-                    phys_hir_signature_hash=current.phys_hir_signature_hash,
-                    lineage_root_hash=current.dependency_merkle_root
-                    or hashlib.sha256(b"").digest(),
-                    signals_disagree=current.signals_disagree,
-                    lane=current.lane,
-                    oracle_id=current.oracle_id,
-                    oracle_resolution_hash=compute_resolution_hash(resolution),
-                    nullspec_id=nullspec.nullspec_id,
-                    nullspec_contract_hash=nullspec.contract_hash,
-                    eprocess_kind=compute_eprocess_kind_id(nullspec.model)
-                    if nullspec.nullspec_id is not None
-                    else EPROCESS_FIXED_ALT,
-                    epoch=epoch,
-                    sealed_preimage_hash=current.sealed_preimage_hash or bytes(32),
+            text = claims_table.find_claim_text(conn, claim.claim_id)
+            if text is None:
+                raise NotFound("claim not found")
+            canary_now = canary_table.find_canary_state(conn, claim.oracle_id, claim.holdout_ref)
+            if text == snapshot.claim_text and canary_now == snapshot.canary:
+                current = claim
+                if ledger_error is not None:
+                    raise ledger_error
+                self._settle_pools(conn, current, charge.total_k_bits)
+                if decide_error is not None:
+                    raise decide_error
+                assert decided is not None  # noqa: S101 - no error means a decision
+                outcome = decided
+            else:  # the claim or the canary moved since the snapshot: decide again
+                current = claims_table.decode_claim(text)
+                if current.state is not ClaimState.SEALED or (
+                    current.execution_nonce != claim.execution_nonce
+                ):
+                    raise Aborted("claim execution superseded")
+                fresh_ledger = current.ledger.charge_execution(charge)
+                self._settle_pools(conn, current, charge.total_k_bits)
+                outcome = self._decide(current, fresh_ledger, canary_now, snapshot, meter)
+            if outcome.canary_update is not None:
+                canary_table.put_canary_state(
+                    conn, current.oracle_id, current.holdout_ref, outcome.canary_update
                 )
-            )
-            leaf = svc.log.append(conn, capsule)  # the leaf's payload is the capsule's bytes
-            capsule_hash = leaf.payload_sha256
-            state = _STATE_FOR[outcome.decision]
-            capsules_table.put_capsule(
-                conn,
-                CapsuleRow(
-                    leaf_index=leaf.leaf_index,
-                    capsule_hash=capsule_hash,
-                    claim_id=current.claim_id,
-                    topic_id=current.topic_id,
-                    holdout_ref=current.holdout_ref,
-                    oracle_id=current.oracle_id,
-                    lane=current.lane,
-                    decision=int(outcome.decision),
-                    certified=outcome.certified,
-                    e_value=outcome.reported_e_value,
-                    k_bits_total=outcome.ledger.k_bits_total,
-                    epoch=epoch,
-                    owner_principal_id=current.owner_principal_id,
-                ),
-                list(current.dependency_items),
-            )
-            self._charge_credit(conn, caller.principal_id, credit)
-            updated = replace(
-                current,
-                state=state,
-                ledger=outcome.ledger,
-                reserved_k_bits=0,
-                reserved_access_credit=0,
-                execution_nonce=current.execution_nonce + 1,
-                last_decision=int(outcome.decision),
-                last_capsule_hash=capsule_hash,
-                etl_index=leaf.leaf_index,
-            )
-            claims_table.put_claim(conn, updated, svc.clock())
-            response = ExecutionOutcome(
-                state=state,
-                decision=int(outcome.decision),
-                reason_codes=tuple(outcome.reason_codes),
-                canonical_output=output,
-                e_value=outcome.reported_e_value,
-                certified=outcome.certified,
-                capsule_hash=capsule_hash,
-                etl_index=leaf.leaf_index,
-            )
-            svc.remember(conn, key, response.to_json())
-            failpoint("before_commit_execute_claim_v2")
-            return response
+            return self._publish(conn, caller, current, outcome, snapshot.epoch, credit, key)
 
         outcome = svc.store.write(write)
         failpoint("after_etl_append_execute_claim_v2")
         return outcome
+
+    def _decide(
+        self,
+        claim: ClaimRecord,
+        ledger: ConservationLedger,
+        canary: CanaryState | None,
+        snapshot: _Snapshot,
+        meter: _Metered,
+    ) -> _Decided:
+        """The verdict, the kernel's output and the capsule's bytes: pure given the claim and
+        the stream's canary state (spec 30 §7 steps 10-13, spec 20 §7.2)."""
+        result = meter.result
+        nullspec = snapshot.nullspec
+        state = canary or CanaryState.create(self.canary_config)
+        canary_update: CanaryState | None = None
+        if claim.lane == "canary":  # CANARY-lane pulses feed the stream's drift e-process
+            state = state.update_with_buckets(nullspec.model, result.oracle_buckets, snapshot.epoch)
+            canary_update = state
+        outcome = settle_and_decide(
+            ledger,
+            meter.e_value,
+            DecisionInputs(
+                lane=_LANES[claim.lane],
+                canary_frozen=state.drift_frozen,
+                envelope_violation=meter.envelope_violation,
+            ),
+        )
+        schema = SchemaId(claim.schema)
+        output = self._kernel_output(
+            schema, result.output, outcome.decision, outcome.reason_codes, meter.e_value
+        )
+        capsule = build_capsule(
+            CapsuleInputs(
+                claim_id=claim.claim_id,
+                topic_id=claim.topic_id,
+                output_schema_id=claim.output_schema_id,
+                artifacts=[(a.kind, a.artifact_hash) for a in claim.artifacts],
+                dependency_items=claim.dependency_items,
+                canonical_output=output,
+                wasm_hash=claim.wasm_sha256 or bytes(32),
+                judge_trace_hash=result.judge_trace_hash,
+                holdout_ref=claim.holdout_ref,
+                holdout_handle=claim.holdout_handle,
+                ledger=outcome.ledger,
+                fuel_total=meter.fuel_total,
+                e_value=outcome.reported_e_value,
+                certified=outcome.certified,
+                decision=int(outcome.decision),
+                reason_codes=outcome.reason_codes,
+                semantic_hash=claim.semantic_hash,
+                phys_hir_signature_hash=claim.phys_hir_signature_hash,
+                lineage_root_hash=claim.dependency_merkle_root or _EMPTY_SHA256,
+                signals_disagree=claim.signals_disagree,
+                lane=claim.lane,
+                oracle_id=claim.oracle_id,
+                oracle_resolution_hash=resolution_hash(claim.oracle_num_symbols),
+                nullspec_id=nullspec.nullspec_id,
+                nullspec_contract_hash=nullspec.contract_hash,
+                eprocess_kind=compute_eprocess_kind_id(nullspec.model)
+                if nullspec.nullspec_id is not None
+                else EPROCESS_FIXED_ALT,
+                epoch=snapshot.epoch,
+                sealed_preimage_hash=claim.sealed_preimage_hash or bytes(32),
+            )
+        )
+        return _Decided(outcome, output, encode_capsule(capsule), canary_update)
+
+    def _publish(
+        self,
+        conn: Connection,
+        caller: CallerIdentity,
+        current: ClaimRecord,
+        decided: _Decided,
+        epoch: int,
+        credit: int,
+        key: IdempotencyKey | None,
+    ) -> ExecutionOutcome:
+        """Capsule leaf, capsule row, credit, claim state and idempotency record."""
+        svc = self.claims
+        outcome = decided.outcome
+        # the leaf's payload is the capsule's bytes, so its SHA-256 is the capsule hash
+        leaf = svc.log.append_encoded(conn, "capsule", decided.capsule_bytes)
+        svc.log.want_head()  # FetchCapsule then proves it without a write of its own (D-F2)
+        capsule_hash = leaf.payload_sha256
+        state = _STATE_FOR[outcome.decision]
+        capsules_table.put_capsule(
+            conn,
+            CapsuleRow(
+                leaf_index=leaf.leaf_index,
+                capsule_hash=capsule_hash,
+                claim_id=current.claim_id,
+                topic_id=current.topic_id,
+                holdout_ref=current.holdout_ref,
+                oracle_id=current.oracle_id,
+                lane=current.lane,
+                decision=int(outcome.decision),
+                certified=outcome.certified,
+                e_value=outcome.reported_e_value,
+                k_bits_total=outcome.ledger.k_bits_total,
+                epoch=epoch,
+                owner_principal_id=current.owner_principal_id,
+            ),
+            list(current.dependency_items),
+        )
+        self._charge_credit(conn, caller.principal_id, credit)
+        updated = replace(
+            current,
+            state=state,
+            ledger=outcome.ledger,
+            reserved_k_bits=0,
+            reserved_access_credit=0,
+            execution_nonce=current.execution_nonce + 1,
+            last_decision=int(outcome.decision),
+            last_capsule_hash=capsule_hash,
+            etl_index=leaf.leaf_index,
+        )
+        claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False)
+        response = ExecutionOutcome(
+            state=state,
+            decision=int(outcome.decision),
+            reason_codes=tuple(outcome.reason_codes),
+            canonical_output=decided.output,
+            e_value=outcome.reported_e_value,
+            certified=outcome.certified,
+            capsule_hash=capsule_hash,
+            etl_index=leaf.leaf_index,
+        )
+        svc.remember(conn, key, response.to_json())
+        failpoint("before_commit_execute_claim_v2")
+        return response
 
     @staticmethod
     def _kernel_output(
@@ -526,23 +658,6 @@ class ExecutionService:
                     principal,
                     pool.settle(reserved, reserved, actual, actual),
                 )
-
-    def _canary(
-        self,
-        conn: Connection,
-        claim: ClaimRecord,
-        model: NullModel,
-        result: ExecutionResult,
-        epoch: int,
-    ) -> bool:
-        """CANARY-lane pulses feed the stream's drift e-process; every run reads its trip."""
-        state = canary_table.find_canary_state(
-            conn, claim.oracle_id, claim.holdout_ref
-        ) or CanaryState.create(self.canary_config)
-        if claim.lane == "canary":
-            state = state.update_with_buckets(model, result.oracle_buckets, epoch)
-            canary_table.put_canary_state(conn, claim.oracle_id, claim.holdout_ref, state)
-        return state.drift_frozen
 
     def _charge_credit(self, conn: Connection, principal: str, amount: int) -> Account:
         """Burn the actual charge; the worst-case hold made sure it fits."""
@@ -579,6 +694,7 @@ class ExecutionService:
                 return
             worst = float(current.reserved_k_bits)
             self._settle_pools(conn, current, worst)
+            svc.log.want_head()
             leaf = svc.log.append(
                 conn,
                 {
@@ -611,7 +727,7 @@ class ExecutionService:
                 execution_nonce=current.execution_nonce + 1,
                 incident_reason=incident.reason,
             )
-            claims_table.put_claim(conn, updated, svc.clock())
+            claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False)
             failpoint("before_commit_execute_claim_v2_incident")
 
         svc.store.write(write)

@@ -1,12 +1,16 @@
 """The transparency log as a use case: append, sign heads, prove, verify (DESIGN §3, §4).
 
 Other services append entries from inside their own write functions, so an entry commits in the
-same transaction as the state change it records. A pre-commit hook signs a new head whenever a
-write group changed the tree, so every head ever handed out is already stored: reads never write.
+same transaction as the state change it records. Heads are signed when needed, not per commit
+(decision D-F2): when a head is handed out and the stored one no longer covers the tree (the
+signature commits before the head is returned), when a write asks for one (``want_head``), when
+the unsigned tail reaches ``SIGN_EVERY_LEAVES``, at start-up and at shutdown. Every head handed
+out is stored.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,20 +26,23 @@ from evidenceos.errors import (
     LogIntegrityError,
     NotFound,
     SignatureError,
+    StorageFull,
 )
 from evidenceos.store import log as log_table
 from evidenceos.store.db import Connection, Store
 from evidenceos.store.keys import Keyring
 
+log = logging.getLogger("evidenceos.log")
+
 Clock = Callable[[], int]
 Progress = Callable[[int], None]
+
+SIGN_EVERY_LEAVES = 256  # at every commit the unsigned tail is shorter than this
 
 EXPECTED_TRIGGERS = (
     "log_leaves_dense",
     "log_leaves_no_update",
     "log_leaves_no_delete",
-    "merkle_nodes_no_update",
-    "merkle_nodes_no_delete",
     "signed_tree_heads_no_update",
     "signed_tree_heads_no_delete",
 )
@@ -95,8 +102,14 @@ class LogService:
         self._store = store
         self._keyring_or_none = keyring
         self._clock = clock
+        # Set by write functions, read and cleared by the pre-commit hook; both run while the
+        # store's writer connection is held, so no lock is needed.
+        self._grew = False
+        self._grew_from = self._grew_to = 0  # leaf indices appended by the current group
+        self._head_wanted = False
+        self._lazy = False  # until start(): offline tools sign every commit that grows the tree
         if keyring is not None:
-            store.add_pre_commit_hook(self._sign_if_grown)
+            store.add_pre_commit_hook(self._sign_if_due)
 
     @property
     def _keyring(self) -> Keyring:
@@ -107,46 +120,106 @@ class LogService:
     # -- writes -------------------------------------------------------------------------------
 
     def start(self) -> SignedTreeHead:
-        """Record the keyring's public keys and make sure the current head is signed by the
-        active key (after a rotation, the same tree gets a head under the new key)."""
+        """Record the keyring's public keys, sign the current tree with the active key (after
+        a rotation the same tree gets a head under the new key) and mark the log open until
+        :meth:`close`, so the next start-up knows whether an unsigned tail is expected."""
 
-        def register(conn: Connection) -> None:
+        def register(conn: Connection) -> SignedTreeHead:
             now = self._clock()
             for key_id, public in self._keyring.public_keys.items():
                 log_table.upsert_signing_key(conn, key_id, public, now)
+            log_table.set_open(conn, True)
+            return self._sign_current(conn)
 
-        self._store.write(register)
-        return self.signed_tree_head()
+        head = self._store.write(register)
+        self._lazy = True
+        return head
+
+    def close(self) -> SignedTreeHead:
+        """Clean shutdown: sign the whole tree and mark the log closed (no tail may follow)."""
+
+        def seal(conn: Connection) -> SignedTreeHead:
+            head = self._sign_current(conn)
+            log_table.set_open(conn, False)
+            return head
+
+        self._lazy = False
+        return self._store.write(seal)
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> log_table.Leaf:
         """Append one canonical entry inside the caller's write transaction."""
-        return self.append_encoded(conn, str(entry["kind"]), encode_entry(entry))
+        payload = encode_entry(entry)  # refuses an entry without a string kind
+        return self.append_encoded(conn, str(entry["kind"]), payload)
 
     def append_encoded(self, conn: Connection, kind: str, payload: bytes) -> log_table.Leaf:
         """Append bytes the caller already made with ``encode_entry`` (so they can be built,
         and hashed, before the write transaction starts)."""
-        return log_table.append_leaf(conn, kind, payload, self._clock())
+        leaf = log_table.append_leaf(conn, kind, payload, self._clock())
+        if not self._grew:
+            self._grew, self._grew_from = True, leaf.leaf_index
+        self._grew_to = leaf.leaf_index + 1
+        return leaf
+
+    def want_head(self) -> None:
+        """Called inside a write function: this commit will also store a head covering it (for
+        records whose readers expect a head that proves them, such as revocations)."""
+        self._head_wanted = True
 
     def append_entry(self, entry: Mapping[str, Any]) -> log_table.Leaf:
-        """Append one entry in its own transaction (tools and tests)."""
-        return self._store.write(lambda conn: self.append(conn, entry))
+        """Append one entry in its own transaction, encoded before the transaction starts."""
+        payload = encode_entry(entry)  # refuses an entry without a string kind
+        kind = str(entry["kind"])
+        return self._store.write(lambda conn: self.append_encoded(conn, kind, payload))
 
-    def _sign_if_grown(self, conn: Connection) -> None:
+    def _sign_if_due(self, conn: Connection) -> None:
+        """Pre-commit hook. Besides heads asked for, a group whose leaves reach a multiple of
+        SIGN_EVERY_LEAVES signs one, so no commit leaves SIGN_EVERY_LEAVES unsigned leaves
+        (any run of that many indices holds one ending at a multiple). No reads otherwise."""
+        wanted, grew = self._head_wanted, self._grew
+        self._head_wanted = self._grew = False
+        if wanted or (
+            grew
+            and (
+                not self._lazy
+                or self._grew_to // SIGN_EVERY_LEAVES > self._grew_from // SIGN_EVERY_LEAVES
+            )
+        ):
+            self._sign_current(conn)
+
+    def _sign_current(self, conn: Connection) -> SignedTreeHead:
+        """The newest head, signing the current tree first unless the stored head already
+        covers it under the active key."""
         size = log_table.tree_size(conn)
         latest = log_table.latest_head(conn)
         active = self._keyring.active_key_id
         if latest is not None and latest.tree_size == size and latest.key_id == active:
-            return
+            return latest
         root = merkle.compute_root(size, log_table.node_getter(conn))
         head = sign_tree_head(self._keyring.active_private_key, size, root)
         log_table.upsert_signing_key(conn, active, self._keyring.active_public_key, self._clock())
         log_table.insert_head(conn, head, self._clock())
+        return head
 
     # -- reads --------------------------------------------------------------------------------
 
     def signed_tree_head(self) -> SignedTreeHead:
+        """A stored head covering every committed leaf (signed and committed first if the
+        newest stored one does not). Without a keyring: the newest stored head."""
         with self._store.read() as conn:
             head = log_table.latest_head(conn)
+            size = log_table.tree_size(conn)
+        keyring = self._keyring_or_none
+        if keyring is not None and (
+            head is None or head.tree_size != size or head.key_id != keyring.active_key_id
+        ):
+            try:
+                head = self._store.write(self._sign_current)
+            except StorageFull:
+                if head is None:
+                    raise
+                # Disk full or read-only: no new head can be stored, so none is handed out;
+                # the newest stored one still proves every leaf up to its size.
+                log.warning("could not store a new tree head; serving the newest stored one")
         if head is None:
             raise LogIntegrityError("no signed tree head stored; the log was not started")
         return head
@@ -167,12 +240,12 @@ class LogService:
         return public, key_id
 
     def inclusion_proof(self, leaf_index: int) -> InclusionProof:
-        """Audit path for ``leaf_index`` against the latest signed head (one snapshot)."""
-        with self._store.read() as conn:
-            head = log_table.latest_head(conn)
-            size = head.tree_size if head is not None else 0
-            if leaf_index >= size:
-                raise NotFound("leaf index not found")
+        """Audit path for ``leaf_index`` against the current signed head."""
+        head = self._head_or_none()
+        size = head.tree_size if head is not None else 0
+        if leaf_index >= size:
+            raise NotFound("leaf index not found")
+        with self._store.read() as conn:  # nodes below a head's size never change
             get = log_table.node_getter(conn)
             return InclusionProof(
                 leaf_index=leaf_index,
@@ -182,13 +255,19 @@ class LogService:
                 root_hash=head.root_hash if head is not None else merkle.EMPTY_ROOT,
             )
 
+    def _head_or_none(self) -> SignedTreeHead | None:
+        try:
+            return self.signed_tree_head()
+        except LogIntegrityError:
+            return None
+
     def proof_bundle(self, leaf_index: int) -> ProofBundle:
         """The current head with the leaf's audit path and the consistency path from the tree
         that ended with this leaf (``leaf_index + 1``) to the head."""
+        head = self._head_or_none()
+        if head is None or leaf_index >= head.tree_size:
+            raise NotFound("leaf index not found")
         with self._store.read() as conn:
-            head = log_table.latest_head(conn)
-            if head is None or leaf_index >= head.tree_size:
-                raise NotFound("leaf index not found")
             get = log_table.node_getter(conn)
             return ProofBundle(
                 head=head,
@@ -201,9 +280,9 @@ class LogService:
             )
 
     def consistency(self, first: int, second: int) -> ConsistencyResult:
+        head = self._head_or_none()
+        size = head.tree_size if head is not None else 0
         with self._store.read() as conn:
-            head = log_table.latest_head(conn)
-            size = head.tree_size if head is not None else 0
             if first > second:
                 raise InvalidArgument("first_tree_size must be <= second_tree_size")
             if first > size:
@@ -224,9 +303,11 @@ class LogService:
     # -- integrity ----------------------------------------------------------------------------
 
     def verify_on_start(self) -> None:
-        """The cheap start-up check (DESIGN §3): triggers intact, leaves dense, the root
-        recomputed from stored subtree hashes equals the last signed head, whose signature
-        verifies. O(log n) reads. Raises LogIntegrityError naming the damage."""
+        """The cheap start-up check (DESIGN §3, decision D-F3): triggers intact, leaves dense,
+        the root recomputed from stored subtree hashes at the last signed head's size equals
+        that head's root and its signature verifies; leaves after it only after a crash (fewer
+        than SIGN_EVERY_LEAVES, every one re-hashed with the subtrees it completes). O(log n)
+        reads plus the tail. Raises LogIntegrityError naming the damage."""
         with self._store.read() as conn:
             triggers = log_table.schema_objects(conn)
             missing = [t for t in EXPECTED_TRIGGERS if t not in triggers]
@@ -249,17 +330,33 @@ class LogService:
                         f"log damaged: {size} leaves but no signed tree head is stored"
                     )
                 return
-            if head.tree_size != size:
+            tail = size - head.tree_size
+            if tail < 0:
                 raise LogIntegrityError(
-                    f"log truncated or extended outside the daemon: last signed tree head has "
-                    f"size {head.tree_size}, {size} leaves present"
+                    f"log truncated outside the daemon: last signed tree head has size "
+                    f"{head.tree_size}, {size} leaves present"
                 )
-            root = merkle.compute_root(size, log_table.node_getter(conn))
+            if tail and not log_table.is_open(conn):
+                raise LogIntegrityError(
+                    f"log extended outside the daemon: {tail} leaves after the last signed tree "
+                    f"head (size {head.tree_size}) although the daemon shut down cleanly"
+                )
+            if tail >= SIGN_EVERY_LEAVES:
+                raise LogIntegrityError(
+                    f"log extended outside the daemon: {tail} leaves after the last signed tree "
+                    f"head (size {head.tree_size}); a crash leaves fewer than {SIGN_EVERY_LEAVES}"
+                )
+            get = log_table.node_getter(conn)
+            root = merkle.compute_root(head.tree_size, get)
+            tail_problem = _check_tail(conn, head.tree_size, size, get)
             keys = log_table.known_signing_keys(conn)
+        if tail_problem is not None:
+            raise LogIntegrityError(f"log damaged: {tail_problem}")
         if root != head.root_hash:
             raise LogIntegrityError(
                 f"log damaged: root recomputed from stored subtree hashes ({root.hex()}) does "
-                f"not match the last signed tree head ({head.root_hash.hex()}) at size {size}"
+                f"not match the last signed tree head ({head.root_hash.hex()}) at size "
+                f"{head.tree_size}"
             )
         public = keys.get(bytes(head.key_id))
         if public is None:
@@ -270,7 +367,8 @@ class LogService:
             verify_tree_head(public, head)
         except SignatureError as exc:
             raise LogIntegrityError(
-                f"log damaged: last signed tree head (size {size}) has a bad signature: {exc}"
+                f"log damaged: last signed tree head (size {head.tree_size}) has a bad "
+                f"signature: {exc}"
             ) from exc
 
     def verify_full(self, progress: Progress | None = None) -> VerifyReport:
@@ -304,16 +402,23 @@ class LogService:
                 if progress is not None:
                     progress(1)
             nodes_checked = 0
-            for level, index, stored in log_table.iter_nodes(conn):
-                nodes_checked += 1
-                if (index + 1) << level > nodes.size:
-                    problems.append(f"merkle node (level {level}, index {index}) beyond the log")
-                    continue
-                if nodes(level, index) != stored:
+            for leaf_index, hashes in log_table.iter_subtree_hashes(conn):
+                if leaf_index >= nodes.size:
+                    break  # reported above as a missing leaf
+                levels = _trailing_ones(leaf_index)
+                if len(hashes) != 32 * levels:
                     problems.append(
-                        f"merkle node (level {level}, index {index}) hash mismatch "
-                        f"(covers leaves {index << level}..{((index + 1) << level) - 1})"
+                        f"leaf {leaf_index} stores {len(hashes) // 32} subtree hashes, "
+                        f"expected {levels}"
                     )
+                for level in range(1, min(levels, len(hashes) // 32) + 1):
+                    nodes_checked += 1
+                    index = ((leaf_index + 1) >> level) - 1
+                    if nodes(level, index) != hashes[32 * (level - 1) : 32 * level]:
+                        problems.append(
+                            f"merkle node (level {level}, index {index}) hash mismatch "
+                            f"(covers leaves {index << level}..{leaf_index})"
+                        )
             keys = log_table.known_signing_keys(conn)
             heads = list(log_table.iter_heads(conn))
         for head in heads:
@@ -330,3 +435,24 @@ class LogService:
             except SignatureError as exc:
                 problems.append(f"signed tree head for size {head.tree_size}: {exc}")
         return VerifyReport(size, nodes_checked, len(heads), problems)
+
+
+def _trailing_ones(index: int) -> int:
+    """How many perfect subtrees leaf ``index`` completes (levels 1..n)."""
+    return ((index ^ (index + 1)).bit_length()) - 1
+
+
+def _check_tail(conn: Connection, start: int, size: int, get: merkle.NodeGetter) -> str | None:
+    """Re-hash leaves ``start..size-1`` (not yet covered by a signed head) and every subtree
+    hash they completed; the first mismatch, or None."""
+    for leaf in log_table.iter_leaves(conn, start):
+        if merkle.hash_leaf(leaf.payload) != leaf.leaf_hash:
+            return f"leaf {leaf.leaf_index} hash mismatch: its payload does not hash to it"
+        index, level = leaf.leaf_index, 1
+        while (index + 1) % (1 << level) == 0:
+            node = (index + 1 >> level) - 1
+            expected = merkle.hash_children(get(level - 1, 2 * node), get(level - 1, 2 * node + 1))
+            if get(level, node) != expected:
+                return f"merkle node (level {level}, index {node}) hash mismatch"
+            level += 1
+    return None

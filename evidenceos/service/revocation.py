@@ -325,6 +325,7 @@ class RevocationService:
         now_ms = svc.clock()
         timestamp = now_ms // 1000
         index = log_table.tree_size(conn)
+        svc.log.want_head()  # feed readers get a head that proves this revocation
         leaf = svc.log.append(
             conn,
             {

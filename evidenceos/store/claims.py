@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from evidenceos.core.claim import ClaimRecord
@@ -25,7 +27,11 @@ ON CONFLICT(claim_id) DO UPDATE SET
 """
 
 
-def put_claim(conn: Connection, record: ClaimRecord, now_ms: int) -> None:
+def put_claim(
+    conn: Connection, record: ClaimRecord, now_ms: int, *, artifacts_changed: bool = True
+) -> None:
+    """Insert or update the claim; ``artifacts_changed=False`` (the caller only changed other
+    fields of a stored claim) leaves its ``claim_artifacts`` rows as they are."""
     conn.execute(
         _UPSERT,
         {
@@ -47,6 +53,8 @@ def put_claim(conn: Connection, record: ClaimRecord, now_ms: int) -> None:
             "now": now_ms,
         },
     )
+    if not artifacts_changed:
+        return
     conn.execute("DELETE FROM claim_artifacts WHERE claim_id = ?", (record.claim_id,))
     for position, artifact in enumerate(record.artifacts):
         conn.execute(
@@ -56,28 +64,59 @@ def put_claim(conn: Connection, record: ClaimRecord, now_ms: int) -> None:
         )
 
 
-def find_claim(conn: Connection, claim_id: bytes) -> ClaimRecord | None:
+# Decoded records by the exact ``record_json`` text they were decoded from. Decoding is a pure
+# function of the text and a ClaimRecord is an immutable value, so a hit is exactly what decoding
+# again would return; a claim that changed has another text and misses. Bounded LRU.
+DECODE_CACHE_SIZE = 1024
+_decoded: OrderedDict[str, ClaimRecord] = OrderedDict()
+_decoded_lock = threading.Lock()
+
+
+def decode_claim(text: str) -> ClaimRecord:
+    """``ClaimRecord.from_json(json.loads(text))``, memoised on ``text``."""
+    with _decoded_lock:
+        record = _decoded.get(text)
+        if record is not None:
+            _decoded.move_to_end(text)
+            return record
+    record = ClaimRecord.from_json(json.loads(text))
+    with _decoded_lock:
+        _decoded[text] = record
+        while len(_decoded) > DECODE_CACHE_SIZE:
+            _decoded.popitem(last=False)
+    return record
+
+
+def find_claim_text(conn: Connection, claim_id: bytes) -> str | None:
+    """The claim's stored ``record_json`` (compare it to tell whether a claim changed)."""
     row = conn.execute("SELECT record_json FROM claims WHERE claim_id = ?", (claim_id,)).get
-    if row is None:
-        return None
-    return ClaimRecord.from_json(json.loads(str(row)))
+    return None if row is None else str(row)
+
+
+def find_claim(conn: Connection, claim_id: bytes) -> ClaimRecord | None:
+    text = find_claim_text(conn, claim_id)
+    return None if text is None else decode_claim(text)
 
 
 def get_claim(conn: Connection, claim_id: bytes) -> ClaimRecord:
-    record = find_claim(conn, claim_id)
-    if record is None:
+    return get_claim_and_text(conn, claim_id)[0]
+
+
+def get_claim_and_text(conn: Connection, claim_id: bytes) -> tuple[ClaimRecord, str]:
+    text = find_claim_text(conn, claim_id)
+    if text is None:
         raise NotFound("claim not found")
-    return record
+    return decode_claim(text), text
 
 
 def iter_claims(conn: Connection) -> Iterator[ClaimRecord]:
     for (text,) in conn.execute("SELECT record_json FROM claims ORDER BY created_at_ms, claim_id"):
-        yield ClaimRecord.from_json(json.loads(str(text)))
+        yield decode_claim(str(text))
 
 
 def claims_with_capsule(conn: Connection, capsule_hash: bytes) -> list[ClaimRecord]:
     return [
-        ClaimRecord.from_json(json.loads(str(text)))
+        decode_claim(str(text))
         for (text,) in conn.execute(
             "SELECT record_json FROM claims WHERE last_capsule_hash = ?", (capsule_hash,)
         )
@@ -109,6 +148,16 @@ def get_compiled_module(conn: Connection, module_sha256: bytes, fingerprint: str
         (module_sha256, fingerprint),
     ).get
     return row if isinstance(row, bytes) else None
+
+
+def has_compiled_module(conn: Connection, module_sha256: bytes, fingerprint: str) -> bool:
+    return (
+        conn.execute(
+            "SELECT 1 FROM compiled_modules WHERE module_sha256 = ? AND engine_fingerprint = ?",
+            (module_sha256, fingerprint),
+        ).get
+        is not None
+    )
 
 
 def put_compiled_module(

@@ -1,25 +1,26 @@
 """The one SQLite database that is the source of truth (DESIGN §2, §3).
 
-``Store`` owns every ``apsw.Connection``. Writes go through a single writer thread that runs queued
-mutation functions in groups inside one ``BEGIN IMMEDIATE`` transaction (group commit) and wakes
-each caller only after ``COMMIT`` returned — the durable-before-ack point. Each queued function
-runs inside its own savepoint, so one failing mutation rolls back alone and the rest of the group
-still commits. Readers use per-thread connections with ``query_only`` on.
+``Store`` owns every ``apsw.Connection``. Writes are serialised on one writer connection. A
+caller that finds it idle and nobody queued commits its own mutation on its own thread (no
+hand-off: the single-caller latency is one ``COMMIT``); otherwise the mutation queues and the
+writer thread runs queued functions in groups inside one ``BEGIN IMMEDIATE`` transaction (group
+commit). Either way the caller is woken only after ``COMMIT`` returned — the durable-before-ack
+point. In a group each function runs inside its own savepoint, so one failing mutation rolls back
+alone and the rest still commit. Readers use per-thread connections with ``query_only`` on.
 
 apsw exceptions stop here: :func:`translate_errors` turns them into domain errors.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import logging
-import queue
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -90,29 +91,42 @@ def _storage_message(exc: apsw.Error, os_errno: int) -> str:
     )
 
 
-@contextlib.contextmanager
-def translate_errors(conn: Connection | None = None) -> Iterator[None]:
+class translate_errors:  # used like a function: ``with translate_errors(conn):``
     """Map apsw exceptions to domain errors; nothing apsw-specific escapes the store.
 
-    With ``conn``, a storage failure names the OS error SQLite saw on it (disk full, read-only)."""
-    try:
-        yield
-    except EvidenceOSError:
-        raise
-    except (apsw.FullError, apsw.ReadOnlyError, apsw.IOError) as exc:
+    With ``conn``, a storage failure names the OS error SQLite saw on it (disk full, read-only).
+    A class rather than a generator context manager: it wraps every write, and this is cheaper."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection | None = None) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or isinstance(exc, EvidenceOSError) or not isinstance(exc, apsw.Error):
+            return
+        raise _domain_error(exc, self._conn) from exc
+
+
+def _domain_error(exc: apsw.Error, conn: Connection | None) -> EvidenceOSError:
+    if isinstance(exc, (apsw.FullError, apsw.ReadOnlyError, apsw.IOError)):
         os_errno = 0
         if conn is not None:
             with contextlib.suppress(apsw.Error):
                 os_errno = int(conn.system_errno)
-        raise StorageFull(_storage_message(exc, os_errno)) from exc
-    except (apsw.BusyError, apsw.LockedError) as exc:
-        raise Unavailable(f"database busy: {exc}; retry") from exc
-    except apsw.ConstraintError as exc:
-        raise AlreadyExists(f"constraint violated: {exc}") from exc
-    except (apsw.CorruptError, apsw.NotADBError) as exc:
-        raise StorageError(f"database file is damaged: {exc}") from exc
-    except apsw.Error as exc:
-        raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+        return StorageFull(_storage_message(exc, os_errno))
+    if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
+        return Unavailable(f"database busy: {exc}; retry")
+    if isinstance(exc, apsw.ConstraintError):
+        return AlreadyExists(f"constraint violated: {exc}")
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return StorageError(f"database file is damaged: {exc}")
+    return StorageError(f"database error: {exc.__class__.__name__}: {exc}")
 
 
 def _configure(conn: Connection, *, writer: bool) -> None:
@@ -167,14 +181,34 @@ def _record_schema_cookie(conn: Connection) -> None:
 
 
 class _Job:
-    __slots__ = ("fn", "future")
+    """One queued mutation and its outcome. ``_done`` is a plain lock held until the outcome is
+    set: the cheapest one-shot wake-up CPython has (a Future adds a Condition and callbacks)."""
+
+    __slots__ = ("_done", "_ok", "_value", "fn")
 
     def __init__(self, fn: WriteFn) -> None:
         self.fn = fn
-        self.future: Future[Any] = Future()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._ok = False
+        self._value: Any = None
 
+    def done(self) -> bool:
+        return not self._done.locked()
 
-_STOP = object()
+    def set_result(self, value: Any) -> None:
+        self._ok, self._value = True, value
+        self._done.release()
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._value = exc
+        self._done.release()
+
+    def result(self) -> Any:
+        self._done.acquire()
+        if self._ok:
+            return self._value
+        raise self._value
 
 
 class _TransactionLost(Exception):
@@ -193,11 +227,14 @@ class Store:
         self.data_dir = data_dir
         self.path = db_path if db_path is not None else data_dir / DB_FILENAME
         self._hooks: list[PreCommitHook] = []
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._wake = threading.Event()  # set when jobs are pending (or the store stops)
         self._local = threading.local()
         self._readers: list[Connection] = []
         self._readers_lock = threading.Lock()
+        self._commit_lock = threading.Lock()  # held while a group runs on the writer connection
         self._closed = False
+        self._stopping = False
         self.last_group_size = 0
         self._listeners: list[Callable[[int, float], None]] = []
         with translate_errors():
@@ -216,36 +253,46 @@ class Store:
 
     def add_commit_listener(self, listener: Callable[[int, float], None]) -> None:
         """Call ``listener(group_size, seconds)`` after each committed group (metrics, exports).
-        Listeners run on the writer thread after COMMIT and must be quick."""
+        Listeners run on the committing thread after COMMIT and must be quick."""
         self._listeners.append(listener)
 
     def write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a write transaction; return its result once committed."""
-        if self._closed:
+        if self._stopping:
             raise Unavailable("store is closed")
         job = _Job(fn)
-        self._queue.put(job)
-        result: T = job.future.result()
+        if not self._pending and self._commit_lock.acquire(blocking=False):
+            try:  # idle writer, nobody waiting: commit on this thread
+                if self._stopping:
+                    raise Unavailable("store is closed")
+                self._commit_group([job])
+            finally:
+                self._commit_lock.release()
+        else:
+            self._pending.append(job)  # deque appends are atomic; cheaper than queue.Queue
+            self._wake.set()
+            if self._writer_gone():  # raced with close()
+                with contextlib.suppress(ValueError):  # ValueError: close() already failed it
+                    self._pending.remove(job)
+                    raise Unavailable("store is closed")
+        result: T = job.result()
         return result
 
+    def _writer_gone(self) -> bool:
+        return self._stopping and not self._thread.is_alive()
+
     def _run_writer(self) -> None:
+        pending = self._pending
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            group: list[_Job] = [first]  # type: ignore[list-item]
-            stop_after = False
-            while len(group) < MAX_GROUP:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop_after = True
-                    break
-                group.append(nxt)  # type: ignore[arg-type]
-            self._commit_group(group)
-            if stop_after:
+            self._wake.wait()
+            self._wake.clear()
+            with self._commit_lock:
+                while pending:
+                    group = [pending.popleft()]
+                    while pending and len(group) < MAX_GROUP:
+                        group.append(pending.popleft())
+                    self._commit_group(group)
+            if self._stopping and not pending:
                 return
 
     def _commit_group(self, group: list[_Job]) -> None:
@@ -257,11 +304,18 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
         except EvidenceOSError as exc:
             for job in group:
-                job.future.set_exception(exc)
+                job.set_exception(exc)
             return
         try:
-            for job in group:
-                results.append((job, *self._run_savepoint(conn, job.fn)))
+            if len(group) == 1:  # alone in the transaction: no savepoint needed
+                ok, value = self._run_alone(conn, group[0].fn)
+                if not ok:
+                    group[0].set_exception(value)
+                    return
+                results.append((group[0], True, value))
+            else:
+                for job in group:
+                    results.append((job, *self._run_savepoint(conn, job.fn)))
             with translate_errors(conn):
                 for hook in self._hooks:
                     hook(conn)
@@ -273,8 +327,8 @@ class Store:
                 exc = exc.cause
             error = exc if isinstance(exc, EvidenceOSError) else StorageError(str(exc))
             for job in group:
-                if not job.future.done():
-                    job.future.set_exception(error)
+                if not job.done():
+                    job.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -287,9 +341,22 @@ class Store:
                 log.exception("commit listener failed")
         for job, ok, value in results:
             if ok:
-                job.future.set_result(value)
+                job.set_result(value)
             else:
-                job.future.set_exception(value)
+                job.set_exception(value)
+
+    @staticmethod
+    def _run_alone(conn: Connection, fn: WriteFn) -> tuple[bool, Any]:
+        """Run the group's only job without a savepoint; on failure roll the whole transaction
+        back (there is nothing else in it to commit)."""
+        try:
+            with translate_errors(conn):
+                return True, fn(conn)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, never lost
+            with contextlib.suppress(apsw.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            return False, exc
 
     @staticmethod
     def _run_savepoint(conn: Connection, fn: WriteFn) -> tuple[bool, Any]:
@@ -297,7 +364,7 @@ class Store:
         try:
             with translate_errors(conn):
                 value = fn(conn)
-        except Exception as exc:  # noqa: BLE001 - handed to the caller's future, never lost
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, never lost
             try:
                 if not conn.in_transaction:
                     raise _TransactionLost(exc)
@@ -339,9 +406,14 @@ class Store:
         """Drain queued writes, then close every connection."""
         if self._closed:
             return
-        self._queue.put(_STOP)
-        self._thread.join()
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()  # the writer drains what was queued before it saw the stop
         self._closed = True
+        with self._commit_lock:  # a caller committing on its own thread finishes first
+            pass
+        while self._pending:  # queued after the writer's last look: never ran, say so
+            self._pending.popleft().set_exception(Unavailable("store is closed"))
         with self._readers_lock:
             for conn in self._readers:
                 with contextlib.suppress(apsw.Error):

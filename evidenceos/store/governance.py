@@ -307,7 +307,9 @@ def chain_problems(conn: Connection) -> list[str]:
                 f"governance event #{seq} differs from its log leaf {stored.leaf_index}"
             )
     leaf_count, last_leaf = conn.execute(
-        "SELECT count(*), max(leaf_index) FROM log_leaves WHERE kind = ?", (GOVERNANCE_KIND,)
+        # a literal (= GOVERNANCE_KIND), so SQLite uses the partial index
+        # log_leaves_governance_idx of migration 0005
+        "SELECT count(*), max(leaf_index) FROM log_leaves WHERE kind = 'governance'"
     ).fetchone() or (0, None)
     leaf_count = int(leaf_count)
     if leaf_count != count:

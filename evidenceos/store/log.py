@@ -1,5 +1,10 @@
-"""Table module for the transparency log: ``log_leaves``, ``merkle_nodes``, ``signed_tree_heads``
-and ``signing_keys`` (spec 40 §8.3, DESIGN §4).
+"""Table module for the transparency log: ``log_leaves``, ``signed_tree_heads`` and
+``signing_keys`` (spec 40 §8.3, DESIGN §4).
+
+Every completed perfect-subtree hash is stored in the row of the leaf that completed it
+(``subtree_hashes``, migration 0005): node ``(level, index)`` with ``level >= 1`` lives in leaf
+``((index + 1) << level) - 1`` at byte offset ``32 * (level - 1)``. An append therefore writes
+one table row, and any node is one primary-key lookup. ``merkle_nodes`` is a view of them.
 
 Functions take a connection and never open or commit transactions: the caller's write function
 (run by the store's writer thread) decides the transaction. Merkle math lives in ``core.merkle``.
@@ -7,6 +12,7 @@ Functions take a connection and never open or commit transactions: the caller's 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,14 +22,14 @@ from evidenceos.core.sth import SignedTreeHead
 from evidenceos.errors import LogIntegrityError, NotFound, StorageError
 from evidenceos.store.db import Connection
 
+_sha256 = hashlib.sha256
 _SIZE = "SELECT ifnull(max(leaf_index) + 1, 0) FROM log_leaves"
 _INSERT_LEAF = (
-    "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms) "
-    "VALUES (:leaf_index, :kind, :payload, :leaf_hash, :payload_sha256, :appended_at_ms)"
+    "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms, "
+    "subtree_hashes) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_NODE = "INSERT INTO merkle_nodes(level, node_index, hash) VALUES (?, ?, ?)"
 _LEAF_HASH = "SELECT leaf_hash FROM log_leaves WHERE leaf_index = ?"
-_NODE_HASH = "SELECT hash FROM merkle_nodes WHERE level = ? AND node_index = ?"
+_NODE_HASH = "SELECT substr(subtree_hashes, ?, 32) FROM log_leaves WHERE leaf_index = ?"
 _LEAF = (
     "SELECT leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms "
     "FROM log_leaves WHERE leaf_index = ?"
@@ -60,59 +66,62 @@ def scalar_int(conn: Connection, sql: str) -> int:
 
 
 def tree_size(conn: Connection) -> int:
-    return scalar_int(conn, _SIZE)
+    size = conn.execute(_SIZE).get
+    if type(size) is not int:
+        raise StorageError(f"expected an integer tree size, got {size!r}")
+    return size
 
 
 def node_getter(conn: Connection) -> merkle.NodeGetter:
     """A NodeGetter reading perfect-subtree hashes from the database, memoised per call site."""
+    read = _reader(conn)
     memo: dict[tuple[int, int], bytes] = {}
 
     def get(level: int, index: int) -> bytes:
         key = (level, index)
         found = memo.get(key)
         if found is None:
-            row = (
-                conn.execute(_LEAF_HASH, (index,)).get
-                if level == 0
-                else conn.execute(_NODE_HASH, (level, index)).get
-            )
-            if not isinstance(row, bytes):
-                raise LogIntegrityError(
-                    f"log damaged: merkle node (level {level}, index {index}) is missing"
-                )
-            memo[key] = found = row
+            memo[key] = found = read(level, index)
         return found
 
     return get
 
 
 def append_leaf(conn: Connection, kind: str, payload: bytes, now_ms: int) -> Leaf:
-    """Append one entry and every perfect subtree it completes."""
+    """Append one entry with the hashes of every perfect subtree it completes (the hot path of
+    every write: one size read, one read per completed level, one insert)."""
     index = tree_size(conn)
-    leaf = Leaf(
-        leaf_index=index,
-        kind=kind,
-        payload=payload,
-        leaf_hash=merkle.hash_leaf(payload),
-        payload_sha256=hashlib.sha256(payload).digest(),
-        appended_at_ms=now_ms,
+    leaf_hash = merkle.hash_leaf(payload)
+    payload_sha256 = _sha256(payload).digest()
+    subtrees = (
+        b"".join([h for _, _, h in merkle.completed_subtrees(index, leaf_hash, _reader(conn))])
+        if index & 1  # an odd index completes at least one subtree
+        else b""
     )
-    conn.execute(
-        _INSERT_LEAF,
-        {
-            "leaf_index": leaf.leaf_index,
-            "kind": leaf.kind,
-            "payload": leaf.payload,
-            "leaf_hash": leaf.leaf_hash,
-            "payload_sha256": leaf.payload_sha256,
-            "appended_at_ms": now_ms,
-        },
+    conn.execute(_INSERT_LEAF, (index, kind, payload, leaf_hash, payload_sha256, now_ms, subtrees))
+    return Leaf(index, kind, payload, leaf_hash, payload_sha256, now_ms)
+
+
+def node_row(level: int, index: int) -> int:
+    """The leaf whose row stores node ``(level, index)``: the last leaf it covers."""
+    return ((index + 1) << level) - 1
+
+
+def _read_node(conn: Connection, level: int, index: int) -> bytes:
+    row = (
+        conn.execute(_LEAF_HASH, (index,)).get
+        if level == 0
+        else conn.execute(_NODE_HASH, (32 * (level - 1) + 1, node_row(level, index))).get
     )
-    for level, node_index, node_hash in merkle.completed_subtrees(
-        index, leaf.leaf_hash, node_getter(conn)
-    ):
-        conn.execute(_INSERT_NODE, (level, node_index, node_hash))
-    return leaf
+    if not isinstance(row, bytes) or len(row) != 32:
+        raise LogIntegrityError(
+            f"log damaged: merkle node (level {level}, index {index}) is missing"
+        )
+    return row
+
+
+def _reader(conn: Connection) -> merkle.NodeGetter:
+    return functools.partial(_read_node, conn)
 
 
 def get_leaf(conn: Connection, index: int) -> Leaf:
@@ -131,15 +140,16 @@ def iter_leaves(conn: Connection, start: int = 0) -> Iterator[Leaf]:
         yield Leaf(*row)
 
 
-def iter_nodes(conn: Connection) -> Iterator[tuple[int, int, bytes]]:
-    for level, index, node_hash in conn.execute(
-        "SELECT level, node_index, hash FROM merkle_nodes ORDER BY level, node_index"
+def iter_subtree_hashes(conn: Connection) -> Iterator[tuple[int, bytes]]:
+    """``(leaf_index, subtree_hashes)`` of every leaf, in index order."""
+    for index, hashes in conn.execute(
+        "SELECT leaf_index, subtree_hashes FROM log_leaves ORDER BY leaf_index"
     ):
-        yield int(level), int(index), bytes(node_hash)
+        yield int(index), bytes(hashes)
 
 
 def node_count(conn: Connection) -> int:
-    return scalar_int(conn, "SELECT count(*) FROM merkle_nodes")
+    return scalar_int(conn, "SELECT ifnull(sum(length(subtree_hashes)), 0) / 32 FROM log_leaves")
 
 
 def latest_head(conn: Connection) -> SignedTreeHead | None:
@@ -183,3 +193,19 @@ def schema_objects(conn: Connection) -> dict[str, str]:
         str(name): str(sql)
         for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
     }
+
+
+_OPEN_KEY = "log_open"
+
+
+def set_open(conn: Connection, is_open: bool) -> None:
+    """Mark the log open (a daemon runs; a crash may leave an unsigned tail) or closed."""
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (_OPEN_KEY, "1" if is_open else "0"),
+    )
+
+
+def is_open(conn: Connection) -> bool:
+    return bool(conn.execute("SELECT value FROM meta WHERE key = ?", (_OPEN_KEY,)).get == "1")

@@ -32,10 +32,9 @@ from evidenceos.store.lock import DataDirLock
 BENCH_KIND = "bench.entry"
 
 _INSERT_LEAF = (
-    "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms, "
+    "subtree_hashes) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_NODE = "INSERT INTO merkle_nodes(level, node_index, hash) VALUES (?, ?, ?)"
 
 
 def bench_entry(seq: int) -> dict[str, object]:
@@ -90,8 +89,8 @@ def build_log(data_dir: Path, leaves: int) -> BuildReport:
         Store(data_dir).close()  # schema through the package's migrations, WAL mode
         nodes = merkle.MemoryNodes()
         node_count = _bulk_insert(data_dir / DB_FILENAME, leaves, nodes)
-        # The service signs the head: start() registers the key in a write group, and the
-        # pre-commit hook (_sign_if_grown) signs the grown tree inside that transaction.
+        # The service signs the head: start() registers the key and signs the whole tree in
+        # one write group, as the daemon does at start-up.
         with Store(data_dir) as store:
             keyring = load_keyring(data_dir, allow_generate=True)
             service = LogService(store, keyring)
@@ -130,13 +129,18 @@ def _bulk_insert(db_path: Path, leaves: int, nodes: merkle.MemoryNodes) -> int:
         conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: no spills mid-transaction
         now_ms = time.time_ns() // 1_000_000
 
-        def leaf_rows() -> Iterator[tuple[int, str, bytes, bytes, bytes, int]]:
+        def leaf_rows() -> Iterator[tuple[int, str, bytes, bytes, bytes, int, bytes]]:
             for index in range(leaves):
                 payload = bench_payload(index)
                 if index % _CHECK_EVERY == 0 and payload != encode_entry(bench_entry(index)):
                     raise RuntimeError(f"bench payload template drifted at leaf {index}")
                 leaf_hash = merkle.hash_leaf(payload)
                 nodes.append(leaf_hash)
+                subtrees = []  # the subtrees this leaf completes, as the store keeps them
+                level = 1
+                while (index + 1) % (1 << level) == 0:
+                    subtrees.append(nodes(level, ((index + 1) >> level) - 1))
+                    level += 1
                 yield (
                     index,
                     BENCH_KIND,
@@ -144,19 +148,12 @@ def _bulk_insert(db_path: Path, leaves: int, nodes: merkle.MemoryNodes) -> int:
                     leaf_hash,
                     hashlib.sha256(payload).digest(),
                     now_ms,
+                    b"".join(subtrees),
                 )
-
-        def node_rows() -> Iterator[tuple[int, int, bytes]]:
-            level = 1
-            while (1 << level) <= leaves:
-                for index in range(leaves >> level):
-                    yield level, index, nodes(level, index)
-                level += 1
 
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_INSERT_LEAF, leaf_rows())
-            conn.executemany(_INSERT_NODE, node_rows())
             count = log_table.node_count(conn)
             conn.execute("COMMIT")
         except BaseException:

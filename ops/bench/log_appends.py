@@ -273,7 +273,7 @@ def _instrumented() -> Iterator[_Timers]:
     timers = _Timers()
     try:
         timers.wrap(Store, "_commit_group", "writer_group")
-        timers.wrap(LogService, "_sign_if_grown", "sign_hook")
+        timers.wrap(LogService, "_sign_if_due", "sign_hook")
         timers.wrap(evidenceos.service.log_service, "encode_entry", "encode_entry")
         timers.wrap(evidenceos.service.log_service, "sign_tree_head", "sign_tree_head")
         timers.wrap(evidenceos.core.sth, "public_key_bytes", "public_key_derivation")
@@ -287,10 +287,10 @@ def _instrumented() -> Iterator[_Timers]:
 PROFILE_PHASES = (
     ("raw_commit", "baseline: raw one-row commit (same time window)"),
     ("call_total", "caller: append_entry() call to return"),
-    ("handoff", "  queue + future hand-off to/from the writer thread"),
-    ("writer_group", "  writer thread: one group, BEGIN to futures set"),
+    ("handoff", "  write(): idle check, commit lock, future"),
+    ("writer_group", "  one group on the caller's thread, BEGIN to futures set"),
     ("commit", "    COMMIT (WAL write + fsync)"),
-    ("sign_hook", "    pre-commit hook _sign_if_grown"),
+    ("sign_hook", "    pre-commit hook _sign_if_due (a head per 256 leaves)"),
     ("sign_tree_head", "      sign_tree_head (Ed25519 + key id)"),
     ("public_key_derivation", "        public key re-derived for key_id"),
     ("compute_root", "      compute_root (stored-node reads)"),

@@ -60,6 +60,18 @@ def test_synthetic_holdout_vector() -> None:
     assert h.pool_scope is None
 
 
+def test_synthetic_holdouts_are_memoised_per_ref() -> None:
+    """Resolved once per ref; another ref gets its own labels, a refusal is never cached."""
+    a, b = synthetic_holdout("synthetic-a"), synthetic_holdout("synthetic-b")
+    assert synthetic_holdout("synthetic-a") is a
+    assert a.handle != b.handle
+    assert a.labels == derive_synthetic_labels(a.handle, 128)
+    assert b.labels == derive_synthetic_labels(b.handle, 128)
+    for _ in range(2):
+        with pytest.raises(InvalidArgument, match=r"^unknown holdout_ref$"):
+            synthetic_holdout("holdout-a")
+
+
 def test_synthetic_labels_formula_matches_spec_literally() -> None:
     handle = hashlib.sha256(b"synthetic-x").digest()
     expected = bytes((handle[i % 32] ^ ((i * 31) % 256)) & 1 for i in range(300))

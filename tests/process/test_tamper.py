@@ -119,9 +119,12 @@ def test_etl_verify_names_the_first_of_several_bad_leaves(stopped_dir: Path) -> 
 
 
 def test_edited_merkle_node_refuses_start(stopped_dir: Path) -> None:
-    with guards_lifted(stopped_dir, "merkle_nodes_no_update") as conn:
+    # node (level 2, index 1) is stored with leaf 7, after the level-1 hash (migration 0005)
+    with guards_lifted(stopped_dir, "log_leaves_no_update") as conn:
         changed = conn.execute(
-            "UPDATE merkle_nodes SET hash = ? WHERE level = 2 AND node_index = 1",
+            "UPDATE log_leaves SET subtree_hashes = "
+            "CAST(substr(subtree_hashes, 1, 32) || ? || substr(subtree_hashes, 65) AS BLOB) "
+            "WHERE leaf_index = 7",
             (b"\x5a" * 32,),
         ).rowcount
         assert changed == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 import wasmtime
 from hypothesis import given
@@ -122,3 +125,61 @@ def test_padding_equalises_fuel_of_different_guests(sandbox: Sandbox) -> None:
         totals.append(total)
     assert used[0] < used[1]
     assert totals == [500, 500]
+
+
+def _fresh_store_burn(engine_sandbox: Sandbox, padding: int) -> None:
+    """The spec's burn done naively: a new store and instance per burn."""
+    store = wasmtime.Store(engine_sandbox._engine)
+    store.set_fuel(padding)
+    run = wasmtime.Instance(store, wasmtime.Module(store.engine, BURN_WASM_MODULE), []).exports(
+        store
+    )["run"]
+    assert isinstance(run, wasmtime.Func)
+    with pytest.raises(wasmtime.Trap) as trap:
+        run(store)
+    assert trap.value.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+    assert store.get_fuel() == 0
+
+
+def test_reused_burn_store_burns_the_whole_padding_every_time(sandbox: Sandbox) -> None:
+    """The per-thread burn store is refilled with exactly the padding before each run: a second
+    large burn costs as much CPU as a burn in a fresh store, not the near-nothing of a run that
+    starts with an empty (or stale) tank."""
+    big = 20_000_000
+    sandbox.burn(5)
+    store = sandbox._burn_rig.store
+    assert store is not None
+    sandbox.burn(3)
+    assert sandbox._burn_rig.store is store  # reused
+    assert store.get_fuel() == 0
+    spent = {"reused": 0.0, "fresh": 0.0}
+    for _ in range(2):
+        started = time.thread_time()
+        sandbox.burn(big)
+        spent["reused"] += time.thread_time() - started
+        assert store.get_fuel() == 0
+        started = time.thread_time()
+        _fresh_store_burn(sandbox, big)
+        spent["fresh"] += time.thread_time() - started
+    assert spent["reused"] > 0.3 * spent["fresh"], spent
+
+
+def test_each_thread_burns_in_its_own_store(sandbox: Sandbox) -> None:
+    stores: list[object] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for padding in (1, 1_000, 17):
+                sandbox.burn(padding)
+            stores.append(sandbox._burn_rig.store)  # kept alive: distinct ids
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len({id(store) for store in stores}) == 4

@@ -683,3 +683,80 @@ def test_concurrent_executions_classify_their_own_failures(sandbox: Sandbox) -> 
     for thread in threads:
         thread.join()
     assert mistakes == []
+
+
+# --- per-module and per-execution caches --------------------------------------------------------
+
+
+def test_memory_reads_follow_growth_and_see_the_current_bytes(
+    run: Callable[..., ExecutionResult],
+) -> None:
+    """The exported memory is looked up once per execution; its base can move when it grows,
+    so each read must still return the bytes at that moment (written after the growth here)."""
+    body = (
+        "(drop (memory.grow (i32.const 1)))"
+        "(i32.store8 (i32.const 16) (i32.const 88))"  # "XK": written after the growth
+        "(i32.store8 (i32.const 65552) (i32.const 7))"  # a byte in the new page
+        "(drop (call $emit (i32.const 16) (i32.const 2)))"
+    )
+    result = run(guest(body))
+    assert result.output == b"XK"
+    assert result.max_memory_pages == 2
+
+
+def test_host_calls_from_a_start_function_read_memory(run: Callable[..., ExecutionResult]) -> None:
+    """Before instantiation ends the execution has no memory yet: the caller's export is used."""
+    wat = """
+    (module
+      (import "env" "emit_structured_claim" (func $emit (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 16) "ST")
+      (func $s (drop (call $emit (i32.const 16) (i32.const 2))))
+      (start $s)
+      (func (export "run")))
+    """
+    assert run(wat).output == b"ST"
+
+
+def test_reads_past_the_end_and_empty_reads(run: Callable[..., ExecutionResult]) -> None:
+    with pytest.raises(MemoryOutOfBounds):
+        run(guest("(drop (call $emit (i32.const 65535) (i32.const 2)))"))
+    assert run(guest("(drop (call $emit (i32.const 65536) (i32.const 0)))")).output == b""
+
+
+@pytest.mark.parametrize(
+    ("wat", "unit_run"),
+    [
+        (EXAMPLE_GUEST, True),
+        ('(module (func (export "run") (param i32)))', False),
+        ('(module (func (export "run") (result i32) i32.const 0))', False),
+        ('(module (memory (export "run") 1))', False),
+        ('(module (func (export "go")))', False),
+    ],
+)
+def test_the_run_export_check_is_cached_per_module(
+    sandbox: Sandbox, wat: str, unit_run: bool
+) -> None:
+    module = sandbox.compile(wasm_of(wat))
+    assert module.unit_run is unit_run
+    if not unit_run:
+        with pytest.raises(MissingRunExport):
+            sandbox.execute(
+                module,
+                limits=LIMITS,
+                holdout_len=4,
+                oracle=accuracy_oracle,
+                validate_output=legacy_output,
+            )
+    # a module built without the cached flag is checked the same way
+    unchecked = CompiledModule(module.sha256, module.engine_fingerprint, module.module)
+    assert unchecked.unit_run is None
+    if unit_run:
+        ran = sandbox.execute(
+            unchecked,
+            limits=LIMITS,
+            holdout_len=4,
+            oracle=accuracy_oracle,
+            validate_output=legacy_output,
+        )
+        assert ran.output == b"\x03"

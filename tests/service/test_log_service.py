@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from evidenceos.errors import InvalidArgument, LogIntegrityError, NotFound
-from evidenceos.service.log_service import LogService
+from evidenceos.service.log_service import SIGN_EVERY_LEAVES, LogService
 from evidenceos.store.db import DB_FILENAME, Store
 from evidenceos.store.keys import load_keyring, rotate_key
 from tests.support import merkle_naive
@@ -41,7 +41,12 @@ def test_empty_log_has_signed_empty_head(data_dir: Path) -> None:
         _verify_head_independently(public, 0, head.root_hash, head.signature)
 
 
-def test_appends_sign_one_head_per_commit_and_match_naive_tree(data_dir: Path) -> None:
+def _head_sizes(store: Store) -> list[int]:
+    with store.read() as conn:
+        return [r[0] for r in conn.execute("SELECT tree_size FROM signed_tree_heads")]
+
+
+def test_appends_sign_heads_lazily_and_match_naive_tree(data_dir: Path) -> None:
     store, service = _open(data_dir)
     with store:
         payloads = []
@@ -56,9 +61,10 @@ def test_appends_sign_one_head_per_commit_and_match_naive_tree(data_dir: Path) -
         assert head.root_hash == merkle_naive.mth(leaves)
         public, _ = service.public_key(b"")
         _verify_head_independently(public, 37, head.root_hash, head.signature)
-        with store.read() as conn:
-            sizes = [r[0] for r in conn.execute("SELECT tree_size FROM signed_tree_heads")]
-        assert sizes == list(range(38))
+        # one head at start-up, one signed (and stored) when a head was first asked for
+        assert _head_sizes(store) == [0, 37]
+        assert service.signed_tree_head() == head
+        assert _head_sizes(store) == [0, 37]
         for index in (0, 5, 36):
             proof = service.inclusion_proof(index)
             assert proof.audit_path == merkle_naive.path(index, leaves)
@@ -106,9 +112,117 @@ def test_start_check_passes_on_healthy_log(data_dir: Path) -> None:
     with store:
         for i in range(10):
             service.append_entry({"kind": "test", "i": i})
-        service.verify_on_start()
+        service.verify_on_start()  # a running daemon's unsigned tail
         report = service.verify_full()
-        assert report.ok and report.tree_size == 10 and report.heads_checked == 11
+        assert report.ok and report.tree_size == 10 and report.heads_checked == 1
+        service.close()
+        service.verify_on_start()
+        assert _head_sizes(store) == [0, 10]
+
+
+def test_unsigned_tail_stays_shorter_than_the_bound(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        for i in range(2 * SIGN_EVERY_LEAVES + 3):
+            service.append_entry({"kind": "test", "i": i})
+            with store.read() as conn:
+                latest = conn.execute("SELECT max(tree_size) FROM signed_tree_heads").get
+            assert isinstance(latest, int) and i + 1 - latest < SIGN_EVERY_LEAVES
+        assert _head_sizes(store) == [0, SIGN_EVERY_LEAVES, 2 * SIGN_EVERY_LEAVES]
+
+
+def test_want_head_signs_in_the_same_commit(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test"})
+
+        def write(conn: apsw.Connection) -> None:
+            service.append(conn, {"kind": "test", "i": 1})
+            service.want_head()
+
+        store.write(write)
+        assert _head_sizes(store) == [0, 2]
+
+
+def test_offline_service_signs_every_growing_commit(data_dir: Path) -> None:
+    _open(data_dir)[0].close()
+    with Store(data_dir) as store:  # a CLI tool: keyring loaded, never started
+        service = LogService(store, load_keyring(data_dir, allow_generate=False))
+        service.append_entry({"kind": "test"})
+        service.append_entry({"kind": "test"})
+        assert _head_sizes(store) == [0, 1, 2]
+
+
+def test_crash_tail_is_rehashed_and_signed_at_next_start(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:  # closed without service.close(): what a SIGKILL leaves
+        for i in range(5):
+            service.append_entry({"kind": "test", "i": i})
+    store, service = _open(data_dir)
+    with store:
+        service.verify_on_start()
+        assert _head_sizes(store) == [0, 5]
+
+
+def _insert_leaf_outside(data_dir: Path, index: int) -> None:
+    payload = b'{"kind":"evil"}'
+    conn = apsw.Connection(str(data_dir / DB_FILENAME))
+    conn.execute(
+        "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, "
+        "appended_at_ms) VALUES (?, 'evil', ?, ?, ?, 0)",
+        (
+            index,
+            payload,
+            hashlib.sha256(b"\x00" + payload).digest(),
+            hashlib.sha256(payload).digest(),
+        ),
+    )
+    conn.close()
+
+
+def test_start_check_refuses_leaves_added_after_a_clean_stop(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test"})
+        service.close()
+    _insert_leaf_outside(data_dir, 1)
+    with Store(data_dir) as store:
+        with pytest.raises(LogIntegrityError, match=r"extended outside the daemon.*cleanly"):
+            LogService(store, None).verify_on_start()
+
+
+def test_start_check_refuses_a_tail_no_crash_can_leave(data_dir: Path) -> None:
+    store, _ = _open(data_dir)
+    store.close()
+    for index in range(SIGN_EVERY_LEAVES):
+        _insert_leaf_outside(data_dir, index)
+    with Store(data_dir) as store:
+        with pytest.raises(LogIntegrityError, match=f"{SIGN_EVERY_LEAVES} leaves after"):
+            LogService(store, None).verify_on_start()
+
+
+def _log_of_eight(data_dir: Path, *, clean_stop: bool = False) -> None:
+    """Eight leaves; without ``clean_stop`` they are the unsigned tail a crash leaves."""
+    store, service = _open(data_dir)
+    with store:
+        for i in range(8):
+            service.append_entry({"kind": "test", "i": i})
+        if clean_stop:
+            service.close()
+
+
+def test_start_check_rehashes_the_unsigned_tail(data_dir: Path) -> None:
+    _log_of_eight(data_dir)
+    _tamper(
+        data_dir,
+        # node (level 3, index 0) is the third hash stored with leaf 7
+        "UPDATE log_leaves SET subtree_hashes = "
+        "CAST(substr(subtree_hashes, 1, 64) || zeroblob(32) AS BLOB) WHERE leaf_index = 7",
+        "log_leaves_no_update",
+    )
+    with Store(data_dir) as store:
+        with pytest.raises(LogIntegrityError, match=r"merkle node \(level 3, index 0\) hash"):
+            LogService(store, None).verify_on_start()
 
 
 def _tamper(data_dir: Path, sql: str, trigger: str) -> None:
@@ -121,10 +235,7 @@ def _tamper(data_dir: Path, sql: str, trigger: str) -> None:
 
 
 def test_full_verify_names_first_bad_leaf(data_dir: Path) -> None:
-    store, service = _open(data_dir)
-    with store:
-        for i in range(8):
-            service.append_entry({"kind": "test", "i": i})
+    _log_of_eight(data_dir)
     _tamper(
         data_dir,
         'UPDATE log_leaves SET payload = CAST(\'{"kind":"evil"}\' AS BLOB) '
@@ -140,14 +251,13 @@ def test_full_verify_names_first_bad_leaf(data_dir: Path) -> None:
 
 
 def test_start_check_detects_root_path_node_damage(data_dir: Path) -> None:
-    store, service = _open(data_dir)
-    with store:
-        for i in range(8):
-            service.append_entry({"kind": "test", "i": i})
+    _log_of_eight(data_dir, clean_stop=True)
     _tamper(
         data_dir,
-        "UPDATE merkle_nodes SET hash = zeroblob(32) WHERE level = 3 AND node_index = 0",
-        "merkle_nodes_no_update",
+        # node (level 3, index 0) is the third hash stored with leaf 7
+        "UPDATE log_leaves SET subtree_hashes = "
+        "CAST(substr(subtree_hashes, 1, 64) || zeroblob(32) AS BLOB) WHERE leaf_index = 7",
+        "log_leaves_no_update",
     )
     store = Store(data_dir)
     with store:
@@ -178,7 +288,8 @@ def test_append_only_triggers_refuse_edits(data_dir: Path) -> None:
         for sql in (
             "UPDATE log_leaves SET kind = 'x'",
             "DELETE FROM log_leaves",
-            "INSERT INTO log_leaves VALUES (5, 'k', x'00', zeroblob(32), zeroblob(32), 0)",
+            "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, "
+            "appended_at_ms) VALUES (5, 'k', x'00', zeroblob(32), zeroblob(32), 0)",
             "DELETE FROM signed_tree_heads",
         ):
             with pytest.raises(Exception, match=r"append-only|tree size"):

@@ -1,5 +1,6 @@
 """Exported views: etl.log mirrors the database in the reference framing; state.json follows
-its schema; exports self-heal a damaged mirror."""
+its schema; exports self-heal a damaged mirror. How etl.log is replaced (never written in place)
+is tested in test_etl_mirror_atomic.py."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _expected(store: Store) -> bytes:
     return b"".join(_frame(p) for p in payloads)
 
 
-def test_mirror_appends_only_the_tail(
+def test_mirror_keeps_its_prefix_and_adds_only_the_tail(
     populated: tuple[Store, LogService, Exporter], data_dir: Path
 ) -> None:
     store, service, exporter = populated
@@ -49,10 +50,12 @@ def test_mirror_appends_only_the_tail(
         first = exporter.export_etl_log()
         assert first.rewritten  # no file yet
         assert (data_dir / "etl.log").read_bytes() == _expected(store)
+        inode = (data_dir / "etl.log").stat().st_ino
         service.append_entry({"kind": "test", "i": 99})
         second = exporter.export_etl_log()
-        assert (second.appended, second.rewritten) == (1, False)
+        assert (second.kept, second.appended, second.rewritten) == (5, 1, False)
         assert (data_dir / "etl.log").read_bytes() == _expected(store)
+        assert (data_dir / "etl.log").stat().st_ino != inode  # a new file, renamed into place
 
 
 @pytest.mark.parametrize(
@@ -77,7 +80,7 @@ def test_damaged_mirror_is_rewritten_from_database(
         path = data_dir / "etl.log"
         path.write_bytes(damage(path.read_bytes()))  # type: ignore[operator]
         result = exporter.export_etl_log(full_check=True)
-        assert result.rewritten or result.appended
+        assert result.published and (result.rewritten or result.appended)
         if first_difference is not None:
             assert result.first_difference == first_difference
         assert path.read_bytes() == _expected(store)
@@ -88,8 +91,8 @@ def test_state_json_matches_schema(
 ) -> None:
     store, service, exporter = populated
     with store:
+        head = service.signed_tree_head()  # stored before the export, however heads are signed
         exporter.export_all()
-        head = service.signed_tree_head()
     doc = json.loads((data_dir / "state.json").read_text())
     schema = json.loads((REPO_ROOT / "schema" / "state.schema.json").read_text())
     jsonschema.validate(doc, schema)

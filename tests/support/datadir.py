@@ -32,6 +32,7 @@ def append_entries(data_dir: Path, indices: Iterable[int]) -> int:
         service.start()
         for i in indices:
             service.append_entry({"kind": "test", "i": i})
+        service.close()  # as a daemon's clean stop: every leaf under a signed head
         return service.tree_size()
     finally:
         store.close()

@@ -1,0 +1,1 @@
+../evidenceos/store/migrations/0005_log_inline_subtrees.sql
