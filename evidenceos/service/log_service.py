@@ -106,6 +106,11 @@ class LogService:
         # store's writer connection is held, so no lock is needed.
         self._grew = False
         self._grew_from = self._grew_to = 0  # leaf indices appended by the current group
+        self._next_index: int | None = None  # tree size after our last append (a guess)
+        # Nodes this service stored in the current write transaction (a group of appends reads
+        # its left siblings from here instead of the table); valid for one store generation.
+        self._known: dict[tuple[int, int], bytes] = {}
+        self._known_generation = -1
         self._head_wanted = False
         self._lazy = False  # until start(): offline tools sign every commit that grows the tree
         if keyring is not None:
@@ -154,7 +159,13 @@ class LogService:
     def append_encoded(self, conn: Connection, kind: str, payload: bytes) -> log_table.Leaf:
         """Append bytes the caller already made with ``encode_entry`` (so they can be built,
         and hashed, before the write transaction starts)."""
-        leaf = log_table.append_leaf(conn, kind, payload, self._clock())
+        if self._known_generation != self._store.generation:  # another transaction, or a rollback
+            self._known.clear()
+            self._known_generation = self._store.generation
+        leaf = log_table.append_leaf(
+            conn, kind, payload, self._clock(), self._next_index, self._known
+        )
+        self._next_index = leaf.leaf_index + 1
         if not self._grew:
             self._grew, self._grew_from = True, leaf.leaf_index
         self._grew_to = leaf.leaf_index + 1
@@ -169,7 +180,9 @@ class LogService:
         """Append one entry in its own transaction, encoded before the transaction starts."""
         payload = encode_entry(entry)  # refuses an entry without a string kind
         kind = str(entry["kind"])
-        return self._store.write(lambda conn: self.append_encoded(conn, kind, payload))
+        return self._store.write(
+            lambda conn: self.append_encoded(conn, kind, payload), isolated=False
+        )
 
     def _sign_if_due(self, conn: Connection) -> None:
         """Pre-commit hook. Besides heads asked for, a group whose leaves reach a multiple of

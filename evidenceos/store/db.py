@@ -184,10 +184,11 @@ class _Job:
     """One queued mutation and its outcome. ``_done`` is a plain lock held until the outcome is
     set: the cheapest one-shot wake-up CPython has (a Future adds a Condition and callbacks)."""
 
-    __slots__ = ("_done", "_ok", "_value", "fn")
+    __slots__ = ("_done", "_ok", "_value", "fn", "isolated")
 
-    def __init__(self, fn: WriteFn) -> None:
+    def __init__(self, fn: WriteFn, isolated: bool = True) -> None:
         self.fn = fn
+        self.isolated = isolated
         self._done = threading.Lock()
         self._done.acquire()
         self._ok = False
@@ -236,6 +237,10 @@ class Store:
         self._closed = False
         self._stopping = False
         self.last_group_size = 0
+        self.generation = 0
+        """Changes at every write transaction's BEGIN and whenever a job's work is rolled back:
+        what a write function learnt about rows written in this transaction (a cache) is valid
+        while it stays the same."""
         self._listeners: list[Callable[[int, float], None]] = []
         with translate_errors():
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -256,11 +261,15 @@ class Store:
         Listeners run on the committing thread after COMMIT and must be quick."""
         self._listeners.append(listener)
 
-    def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(conn)`` in a write transaction; return its result once committed."""
+    def write(self, fn: Callable[[Connection], T], *, isolated: bool = True) -> T:
+        """Run ``fn(conn)`` in a write transaction; return its result once committed.
+
+        ``isolated=False`` is for functions that fail only when the whole transaction is lost
+        (a log append: disk full, I/O error): in a group they run without a savepoint of their
+        own (two statements less each), and if one fails anyway the whole group fails with it."""
         if self._stopping:
             raise Unavailable("store is closed")
-        job = _Job(fn)
+        job = _Job(fn, isolated)
         if not self._pending and self._commit_lock.acquire(blocking=False):
             try:  # idle writer, nobody waiting: commit on this thread
                 if self._stopping:
@@ -306,21 +315,30 @@ class Store:
             for job in group:
                 job.set_exception(exc)
             return
+        self.generation += 1
         try:
             if len(group) == 1:  # alone in the transaction: no savepoint needed
                 ok, value = self._run_alone(conn, group[0].fn)
                 if not ok:
+                    self.generation += 1
                     group[0].set_exception(value)
                     return
                 results.append((group[0], True, value))
             else:
                 for job in group:
-                    results.append((job, *self._run_savepoint(conn, job.fn)))
+                    if not job.isolated:
+                        results.append((job, True, self._run_unisolated(conn, job.fn)))
+                        continue
+                    ok, value = self._run_savepoint(conn, job.fn)
+                    if not ok:
+                        self.generation += 1
+                    results.append((job, ok, value))
             with translate_errors(conn):
                 for hook in self._hooks:
                     hook(conn)
                 conn.execute("COMMIT")
         except BaseException as exc:  # a hook or COMMIT failed: nothing of the group survives
+            self.generation += 1
             with contextlib.suppress(apsw.Error):
                 conn.execute("ROLLBACK")
             if isinstance(exc, _TransactionLost):
@@ -357,6 +375,14 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             return False, exc
+
+    @staticmethod
+    def _run_unisolated(conn: Connection, fn: WriteFn) -> Any:
+        try:
+            with translate_errors(conn):
+                return fn(conn)
+        except Exception as exc:
+            raise _TransactionLost(exc) from exc
 
     @staticmethod
     def _run_savepoint(conn: Connection, fn: WriteFn) -> tuple[bool, Any]:

@@ -17,6 +17,8 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import apsw
+
 from evidenceos.core import merkle
 from evidenceos.core.sth import SignedTreeHead
 from evidenceos.errors import LogIntegrityError, NotFound, StorageError
@@ -87,18 +89,70 @@ def node_getter(conn: Connection) -> merkle.NodeGetter:
     return get
 
 
-def append_leaf(conn: Connection, kind: str, payload: bytes, now_ms: int) -> Leaf:
+def append_leaf(
+    conn: Connection,
+    kind: str,
+    payload: bytes,
+    now_ms: int,
+    index_hint: int | None = None,
+    known: dict[tuple[int, int], bytes] | None = None,
+) -> Leaf:
     """Append one entry with the hashes of every perfect subtree it completes (the hot path of
-    every write: one size read, one read per completed level, one insert)."""
-    index = tree_size(conn)
+    every write: one read per completed level not in ``known``, and one insert).
+
+    ``index_hint`` is the caller's guess of the tree size, which saves reading it. A wrong guess
+    (after a rollback, or another process's append) cannot land: the ``log_leaves_dense``
+    trigger refuses any index but the size, and a too-large guess finds missing rows first;
+    either way the append is redone from the size read from the table. ``known`` maps
+    ``(level, index)`` to node hashes the caller knows to be stored in this transaction; it is
+    consulted before reading and receives the new leaf and subtrees (cleared on a wrong guess)."""
+    if index_hint is not None:
+        try:
+            return _append_at(conn, index_hint, kind, payload, now_ms, known)
+        except (apsw.ConstraintError, LogIntegrityError):
+            if known is not None:
+                known.clear()
+    return _append_at(conn, tree_size(conn), kind, payload, now_ms, known)
+
+
+def _append_at(
+    conn: Connection,
+    index: int,
+    kind: str,
+    payload: bytes,
+    now_ms: int,
+    known: dict[tuple[int, int], bytes] | None,
+) -> Leaf:
     leaf_hash = merkle.hash_leaf(payload)
     payload_sha256 = _sha256(payload).digest()
-    subtrees = (
-        b"".join([h for _, _, h in merkle.completed_subtrees(index, leaf_hash, _reader(conn))])
-        if index & 1  # an odd index completes at least one subtree
-        else b""
+    completed: list[tuple[int, int, bytes]] = []
+    if index & 1:  # an odd index completes at least one subtree
+        read = _reader(conn)
+        if known is not None:
+            get = known.get
+
+            def read_known(level: int, node: int) -> bytes:
+                return get((level, node)) or read(level, node)
+
+            completed = merkle.completed_subtrees(index, leaf_hash, read_known)
+        else:
+            completed = merkle.completed_subtrees(index, leaf_hash, read)
+    conn.execute(
+        _INSERT_LEAF,
+        (
+            index,
+            kind,
+            payload,
+            leaf_hash,
+            payload_sha256,
+            now_ms,
+            b"".join([h for _, _, h in completed]),
+        ),
     )
-    conn.execute(_INSERT_LEAF, (index, kind, payload, leaf_hash, payload_sha256, now_ms, subtrees))
+    if known is not None:
+        known[0, index] = leaf_hash
+        for level, node, node_hash in completed:
+            known[level, node] = node_hash
     return Leaf(index, kind, payload, leaf_hash, payload_sha256, now_ms)
 
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
+import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -294,3 +297,99 @@ def test_append_only_triggers_refuse_edits(data_dir: Path) -> None:
         ):
             with pytest.raises(Exception, match=r"append-only|tree size"):
                 store.write(partial(_run, sql=sql))
+
+
+def _assert_naive_tree(store: Store, service: LogService) -> None:
+    with store.read() as conn:
+        payloads = [
+            r[0] for r in conn.execute("SELECT payload FROM log_leaves ORDER BY leaf_index")
+        ]
+    head = service.signed_tree_head()
+    assert head.tree_size == len(payloads)
+    assert head.root_hash == merkle_naive.mth([merkle_naive.leaf(bytes(p)) for p in payloads])
+    service.verify_on_start()
+
+
+def test_append_after_a_rolled_back_append_lands_at_the_tree_size(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        for i in range(3):
+            service.append_entry({"kind": "test", "i": i})
+
+        def append_then_fail(conn: apsw.Connection) -> None:
+            service.append(conn, {"kind": "test", "i": "lost"})
+            service.append(conn, {"kind": "test", "i": "lost too"})
+            raise InvalidArgument("changed my mind")
+
+        with pytest.raises(InvalidArgument):
+            store.write(append_then_fail)
+        assert service.append_entry({"kind": "test", "i": 3}).leaf_index == 3
+        assert service.append_entry({"kind": "test", "i": 4}).leaf_index == 4
+        _assert_naive_tree(store, service)
+
+
+def test_append_after_another_writer_lands_at_the_tree_size(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test", "i": 0})
+        with Store(data_dir) as other:  # e.g. a governance command while the daemon runs
+            keyring = load_keyring(data_dir, allow_generate=False)
+            LogService(other, keyring).append_entry({"kind": "test", "i": "other"})
+            LogService(other, keyring).append_entry({"kind": "test", "i": "other 2"})
+        assert service.append_entry({"kind": "test", "i": 1}).leaf_index == 3
+        _assert_naive_tree(store, service)
+
+
+def test_a_group_with_a_rolled_back_append_builds_the_right_tree(data_dir: Path) -> None:
+    """Appends in one group read left siblings from what the group stored; a job rolled back
+    to its savepoint must not leave its leaves behind in that memory."""
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test", "i": 0})
+        gate, holding = threading.Event(), threading.Event()
+        group_sizes: list[int] = []
+        store.add_commit_listener(lambda size, _seconds: group_sizes.append(size))
+
+        def hold(conn: apsw.Connection) -> None:  # keeps the writer busy while jobs queue
+            holding.set()
+            gate.wait(10)
+
+        def append_then_fail(conn: apsw.Connection) -> None:
+            for i in range(3):
+                service.append(conn, {"kind": "test", "i": f"lost {i}"})
+            raise InvalidArgument("rolled back to its savepoint")
+
+        holder = threading.Thread(target=store.write, args=(hold,))
+        holder.start()
+        assert holding.wait(10)
+        results: list[object] = []
+
+        def submit(fn: Any, **kw: Any) -> threading.Thread:
+            def run() -> None:
+                try:
+                    results.append(store.write(fn, **kw))
+                except InvalidArgument as exc:
+                    results.append(exc)
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            return thread
+
+        threads = [
+            submit(lambda conn: service.append(conn, {"kind": "test", "i": 1})),
+            submit(append_then_fail),
+            *(
+                submit(
+                    lambda conn, i=i: service.append(conn, {"kind": "test", "i": i}), isolated=False
+                )
+                for i in range(2, 6)
+            ),
+        ]
+        time.sleep(0.2)  # let every job queue behind the holder
+        gate.set()
+        for thread in [holder, *threads]:
+            thread.join(10)
+        assert sum(isinstance(r, InvalidArgument) for r in results) == 1
+        assert max(group_sizes) >= 3  # the queued jobs really shared a transaction
+        assert service.tree_size() == 6
+        _assert_naive_tree(store, service)

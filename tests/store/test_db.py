@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from functools import partial
 from pathlib import Path
 
@@ -143,3 +144,74 @@ def test_close_drains_queued_writes(data_dir: Path) -> None:
     store.close()
     with Store(data_dir) as again, again.read() as conn:
         assert conn.execute("SELECT count(*) FROM t").get == 10
+
+
+def test_an_idle_writer_commits_on_the_callers_thread(data_dir: Path) -> None:
+    with Store(data_dir) as store:
+        ran_on = store.write(lambda c: threading.current_thread())
+        assert ran_on is threading.current_thread()
+        store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER) STRICT"))
+        store.write(partial(_insert, value=1))
+        with store.read() as conn:  # committed before write() returned
+            assert conn.execute("SELECT count(*) FROM t").get == 1
+
+
+def _queue_behind_a_held_writer(store: Store, jobs: list[tuple[object, bool]]) -> list[object]:
+    """Hold the writer on one thread, queue ``jobs`` (fn, isolated) from others, release: the
+    queued jobs then commit as one group on the writer thread. Returns each job's outcome."""
+    gate, holding = threading.Event(), threading.Event()
+
+    def hold(_c: apsw.Connection) -> None:
+        holding.set()
+        gate.wait(10)
+
+    holder = threading.Thread(target=store.write, args=(hold,))
+    holder.start()
+    assert holding.wait(10)
+    outcomes: list[object] = [None] * len(jobs)
+
+    def run(i: int, fn: object, isolated: bool) -> None:
+        try:
+            outcomes[i] = store.write(fn, isolated=isolated)  # type: ignore[arg-type]
+        except EvidenceOSError as exc:
+            outcomes[i] = exc
+
+    threads = [
+        threading.Thread(target=run, args=(i, fn, isolated))
+        for i, (fn, isolated) in enumerate(jobs)
+    ]
+    for t in threads:
+        t.start()
+    while len(store._pending) < len(jobs):  # wait until every job queued
+        time.sleep(0.01)
+    gate.set()
+    for t in [holder, *threads]:
+        t.join(10)
+    return outcomes
+
+
+def test_a_failing_unisolated_write_fails_its_whole_group(data_dir: Path) -> None:
+    sizes: list[int] = []
+    with Store(data_dir) as store:
+        store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER PRIMARY KEY) STRICT"))
+        store.add_commit_listener(lambda size, _s: sizes.append(size))
+        outcomes = _queue_behind_a_held_writer(
+            store,
+            [
+                (partial(_insert, value=1), True),
+                (partial(_insert, value=1), False),  # duplicate key: cannot fail alone
+                (partial(_insert, value=2), True),
+            ],
+        )
+        assert all(isinstance(o, AlreadyExists) for o in outcomes), outcomes
+        with store.read() as conn:
+            assert conn.execute("SELECT count(*) FROM t").get == 0  # nothing of the group
+        assert sizes == [1]  # only the holder committed
+
+        outcomes = _queue_behind_a_held_writer(
+            store, [(partial(_insert, value=i), i % 2 == 0) for i in range(6)]
+        )
+        assert outcomes == [None] * 6
+        with store.read() as conn:
+            assert conn.execute("SELECT count(*) FROM t").get == 6
+        assert sizes[-1] == 6  # one group, savepoints or not
