@@ -6,11 +6,19 @@ The store keeps the searchable fields in columns and the whole record in ``recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from evidenceos.core.claim_state import ClaimState
-from evidenceos.core.ledger import ConservationLedger
+from evidenceos.core.ledger import (
+    LEDGER_BUDGET_FIELDS,
+    LEDGER_FLOAT_FIELDS,
+    ConservationLedger,
+    LedgerEvent,
+    unchecked_deriver,
+)
 from evidenceos.errors import StorageError
 
 
@@ -45,6 +53,118 @@ class PlnConfig:
             bool(lanes.get("fast", True)),
             bool(lanes.get("heavy", True)),
         )
+
+
+_NONE = type(None)
+_JSON_SCALARS = frozenset({_NONE, bool, int, str})
+_JSON_SCALARS_AND_FLOAT = _JSON_SCALARS | {float}
+_STR = frozenset({str})
+
+
+def _json_exact(value: Any, depth: int = 0) -> bool:
+    """Whether ``json.loads(json.dumps(value, sort_keys=True))`` gives back ``value`` exactly:
+    same types (no tuples, no int or str subclasses, string keys), same dict order (sorted), and
+    finite floats."""
+    t = type(value)
+    if t in _JSON_SCALARS:
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is dict:
+        keys = list(value)
+        if not (set(map(type, keys)) <= _STR and keys == sorted(keys)):
+            return False
+        values = list(value.values())
+    elif t is list:
+        values = value
+    else:
+        return False
+    types = set(map(type, values))
+    if types <= _JSON_SCALARS:
+        return True
+    if types <= _JSON_SCALARS_AND_FLOAT:
+        return all(map(math.isfinite, [v for v in values if type(v) is float]))
+    return depth < 32 and all(_json_exact(v, depth + 1) for v in values)
+
+
+_LEDGER_FLOATS = attrgetter(*LEDGER_FLOAT_FIELDS)
+_LEDGER_BUDGETS = attrgetter(*LEDGER_BUDGET_FIELDS)
+
+
+def _finite_floats(values: tuple[Any, ...], allowed: frozenset[type]) -> bool:
+    """Every value's type is in ``allowed`` (float and perhaps None) and every float finite."""
+    return set(map(type, values)) <= allowed and all(
+        map(math.isfinite, [v for v in values if v is not None])
+    )
+
+
+_FLOAT: frozenset[type] = frozenset({float})
+_FLOAT_OR_NONE: frozenset[type] = frozenset({float, _NONE})
+
+
+def _ledger_json_exact(ledger: ConservationLedger) -> bool:
+    """``ConservationLedger.from_json`` of the ledger's JSON gives back ``ledger`` exactly."""
+    if type(ledger) is not ConservationLedger or type(ledger.frozen) is not bool:
+        return False
+    if not (
+        _finite_floats(_LEDGER_FLOATS(ledger), _FLOAT)
+        and _finite_floats(_LEDGER_BUDGETS(ledger), _FLOAT_OR_NONE)
+        and type(ledger.events) is tuple
+    ):
+        return False
+    for event in ledger.events:
+        if not (
+            type(event) is LedgerEvent
+            and type(event.kind) is str
+            and type(event.bits) is float
+            and math.isfinite(event.bits)
+            and _json_exact(event.meta)
+        ):
+            return False
+    return True
+
+
+# Fields of a ClaimRecord by the one type (or two, with None) ``from_json`` gives them.
+_BYTES_FIELDS = attrgetter("claim_id", "topic_id", "holdout_handle")
+_OPTIONAL_BYTES_FIELDS = attrgetter(
+    "semantic_hash",
+    "phys_hir_signature_hash",
+    "dependency_merkle_root",
+    "wasm_sha256",
+    "sealed_preimage_hash",
+    "artifacts_hash",
+    "last_capsule_hash",
+)
+_STR_FIELDS = attrgetter(
+    "owner_principal_id",
+    "claim_name",
+    "holdout_ref",
+    "oracle_id",
+    "nullspec_id",
+    "lane",
+    "requested_lane",
+    "epoch_config_ref",
+    "output_schema_id",
+    "schema",
+)
+_OPTIONAL_STR_FIELDS = attrgetter("aspec_summary", "incident_reason")
+_INT_FIELDS = attrgetter(
+    "holdout_len",
+    "alpha_micros",
+    "epoch_size",
+    "oracle_num_symbols",
+    "access_credit",
+    "created_at_ms",
+    "reserved_k_bits",
+    "reserved_access_credit",
+    "execution_nonce",
+)
+_BOOL_FIELDS = attrgetter("signals_disagree", "aspec_heavy", "metadata_locked", "legacy")
+_BYTES = frozenset({bytes})
+_BYTES_OR_NONE = frozenset({bytes, _NONE})
+_STR_OR_NONE = frozenset({str, _NONE})
+_INT = frozenset({int})
+_BOOL = frozenset({bool})
 
 
 def _hex(value: bytes | None) -> str | None:
@@ -107,7 +227,62 @@ class ClaimRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def with_state(self, state: ClaimState) -> ClaimRecord:
-        return replace(self, state=state)
+        return self.evolve(state=state)
+
+    def evolve(self, **changes: Any) -> ClaimRecord:
+        """``dataclasses.replace(self, **changes)`` without the constructor call: a ClaimRecord
+        has no checks of its own (its parts are values that validated themselves), so the copy
+        is the same value, made in a third of the time."""
+        return _derive_claim(self, changes)
+
+    def decodes_to_itself(self) -> bool:
+        """Whether ``from_json(json.loads(json.dumps(self.to_json(), sort_keys=True)))`` is a
+        record equal to this one with every field of the same type (and every dict in the same
+        order): then the stored text of this record may stand for its decoding. Conservative:
+        False means only "not proven", and the text is decoded when read."""
+        if type(self) is not ClaimRecord or type(self.state) is not ClaimState:
+            return False
+        if not (
+            set(map(type, _BYTES_FIELDS(self))) <= _BYTES
+            and set(map(type, _OPTIONAL_BYTES_FIELDS(self))) <= _BYTES_OR_NONE
+            and set(map(type, _STR_FIELDS(self))) <= _STR
+            and set(map(type, _OPTIONAL_STR_FIELDS(self))) <= _STR_OR_NONE
+            and set(map(type, _INT_FIELDS(self))) <= _INT
+            and set(map(type, _BOOL_FIELDS(self))) <= _BOOL
+            and type(self.alpha) is float
+            and math.isfinite(self.alpha)
+        ):
+            return False
+        pln = self.pln
+        if pln is not None and not (
+            type(pln) is PlnConfig
+            and set(map(type, (pln.target_fuel, pln.max_fuel))) <= _INT
+            and set(map(type, (pln.fast, pln.heavy))) <= _BOOL
+        ):
+            return False
+        principals = self.holdout_pool_principals
+        if type(principals) is not tuple or not set(map(type, principals)) <= _STR:
+            return False
+        artifacts = self.artifacts
+        if type(artifacts) is not tuple or not all(
+            type(a) is Artifact and type(a.kind) is str and type(a.artifact_hash) is bytes
+            for a in artifacts
+        ):
+            return False
+        items = self.dependency_items
+        if type(items) is not tuple or not set(map(type, items)) <= _BYTES:
+            return False
+        pins = self.oracle_pins
+        return (
+            (pins is None or (type(pins) is dict and _json_exact(pins)))
+            and type(self.extra) is dict
+            and _json_exact(self.extra)
+            and _json_exact(self.dp_epsilon_budget)
+            and _json_exact(self.dp_delta_budget)
+            and _json_exact(self.last_decision)
+            and _json_exact(self.etl_index)
+            and _ledger_json_exact(self.ledger)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -218,3 +393,6 @@ class ClaimRecord:
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise StorageError(f"claim record is malformed: {exc!r}") from exc
+
+
+_derive_claim = unchecked_deriver(ClaimRecord)

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from evidenceos.errors import FailedPrecondition, InvalidArgument
 
@@ -145,10 +145,53 @@ def _is_number(value: object) -> bool:
 
 
 def _finite_non_negative(*values: object) -> bool:
-    return all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0.0
-        for v in values
-    )
+    for v in values:
+        if type(v) is float:  # the common case, checked without the isinstance chain
+            if not (v >= 0.0 and v != _INF):  # NaN fails ``>=``
+                return False
+        elif not (
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and v >= 0.0
+        ):
+            return False
+    return True
+
+
+_INF = math.inf
+_D = TypeVar("_D")
+
+
+def unchecked_deriver(cls: type[_D]) -> Callable[[_D, Mapping[str, Any]], _D]:
+    """``derive(value, changes)``: ``dataclasses.replace(value, **changes)`` for a frozen, slotted
+    dataclass ``cls``, without running ``__init__``/``__post_init__``.
+
+    Only for a value's own transitions whose result satisfies the class invariants by
+    construction (the fields ``__post_init__`` checks are copied from an already validated value,
+    or set to values the transition has checked); everything built from outside data still goes
+    through the constructor. An unknown field name raises AttributeError, as the slots allow no
+    other attribute; a value of a subclass goes through ``replace``.
+    """
+    names = tuple(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    lines = [
+        "def derive(self, changes):",
+        "    if type(self) is not _cls:",  # a subclass may have fields and checks of its own
+        "        return _replace(self, **changes)",
+        "    new = _new(_cls)",
+    ]
+    lines += [f"    _set(new, {n!r}, self.{n})" for n in names]
+    lines += ["    for name, value in changes.items():", "        _set(new, name, value)"]
+    lines += ["    return new"]
+    namespace: dict[str, Any] = {
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+        "_cls": cls,
+        "_replace": replace,
+    }
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the class's own field names
+    derive: Callable[[_D, Mapping[str, Any]], _D] = namespace["derive"]
+    return derive
 
 
 def _valid_budget(budget: float | None) -> float | None:
@@ -230,7 +273,7 @@ class LedgerSnapshot:
         }
 
 
-_LEDGER_FLOAT_FIELDS = (
+LEDGER_FLOAT_FIELDS = (
     "alpha",
     "k_bits_total",
     "epsilon_total",
@@ -239,8 +282,8 @@ _LEDGER_FLOAT_FIELDS = (
     "wealth",
     "w_max",
 )
-_LEDGER_BUDGET_FIELDS = ("k_bits_budget", "access_credit_budget", "epsilon_budget", "delta_budget")
-_LEDGER_KEYS = frozenset((*_LEDGER_FLOAT_FIELDS, *_LEDGER_BUDGET_FIELDS, "events", "frozen"))
+LEDGER_BUDGET_FIELDS = ("k_bits_budget", "access_credit_budget", "epsilon_budget", "delta_budget")
+_LEDGER_KEYS = frozenset((*LEDGER_FLOAT_FIELDS, *LEDGER_BUDGET_FIELDS, "events", "frozen"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +313,7 @@ class ConservationLedger:
     def __post_init__(self) -> None:
         if not (_is_number(self.alpha) and 0.0 < self.alpha < 1.0):
             raise InvalidArgument("alpha must satisfy 0 < alpha < 1")
-        for name in _LEDGER_BUDGET_FIELDS:
+        for name in LEDGER_BUDGET_FIELDS:
             budget = getattr(self, name)
             if budget is not None and not _finite_non_negative(budget):
                 raise InvalidArgument(f"{name} must be finite and >= 0, or None")
@@ -288,35 +331,43 @@ class ConservationLedger:
         delta_budget: float | None = None,
     ) -> ConservationLedger:
         """A fresh ledger; invalid budgets (NaN, +-inf, < 0) mean "unlimited" (spec 30 §1.2)."""
-        return (
-            cls(alpha=alpha)
-            .with_budgets(k_bits_budget, access_credit_budget)
-            .with_dp_budgets(epsilon_budget, delta_budget)
+        return _derive_ledger(
+            cls(alpha=alpha),
+            {
+                "k_bits_budget": _valid_budget(k_bits_budget),
+                "access_credit_budget": _valid_budget(access_credit_budget),
+                "epsilon_budget": _valid_budget(epsilon_budget),
+                "delta_budget": _valid_budget(delta_budget),
+            },
         )
 
     def with_budget(self, budget: float | None) -> ConservationLedger:
         """Set the k-bits and access-credit budgets to the same value (``with_budget``)."""
         valid = _valid_budget(budget)
-        return replace(self, k_bits_budget=valid, access_credit_budget=valid)
+        return _derive_ledger(self, {"k_bits_budget": valid, "access_credit_budget": valid})
 
     def with_budgets(
         self, k_bits_budget: float | None, access_credit_budget: float | None
     ) -> ConservationLedger:
         """Set the k-bits and access-credit budgets separately, dropping invalid ones."""
-        return replace(
+        return _derive_ledger(
             self,
-            k_bits_budget=_valid_budget(k_bits_budget),
-            access_credit_budget=_valid_budget(access_credit_budget),
+            {
+                "k_bits_budget": _valid_budget(k_bits_budget),
+                "access_credit_budget": _valid_budget(access_credit_budget),
+            },
         )
 
     def with_dp_budgets(
         self, epsilon_budget: float | None, delta_budget: float | None
     ) -> ConservationLedger:
         """Set the (epsilon, delta) budgets, dropping invalid ones."""
-        return replace(
+        return _derive_ledger(
             self,
-            epsilon_budget=_valid_budget(epsilon_budget),
-            delta_budget=_valid_budget(delta_budget),
+            {
+                "epsilon_budget": _valid_budget(epsilon_budget),
+                "delta_budget": _valid_budget(delta_budget),
+            },
         )
 
     # -- derived values ----------------------------------------------------------------------
@@ -452,22 +503,26 @@ class ConservationLedger:
         )
         for budget, nxt, event_kind, overrun_key, label in checks:
             if budget is not None and nxt > budget + EPS:
-                frozen = replace(
+                frozen = _derive_ledger(
                     self,
-                    frozen=True,
-                    events=(
-                        *self.events,
-                        LedgerEvent(event_kind, 0.0, {overrun_key: nxt - budget}),
-                    ),
+                    {
+                        "frozen": True,
+                        "events": (
+                            *self.events,
+                            LedgerEvent(event_kind, 0.0, {overrun_key: nxt - budget}),
+                        ),
+                    },
                 )
                 raise LedgerBudgetExhausted(f"ledger {label} budget exhausted", frozen)
-        return replace(
+        return _derive_ledger(
             self,
-            k_bits_total=next_k,
-            epsilon_total=next_epsilon,
-            delta_total=next_delta,
-            access_credit_spent=next_access,
-            events=(*self.events, LedgerEvent(kind, float(k_bits), _meta(meta))),
+            {
+                "k_bits_total": next_k,
+                "epsilon_total": next_epsilon,
+                "delta_total": next_delta,
+                "access_credit_spent": next_access,
+                "events": (*self.events, LedgerEvent(kind, float(k_bits), _meta(meta))),
+            },
         )
 
     def charge(self, k_bits: float, kind: str, meta: Any = None) -> ConservationLedger:
@@ -525,11 +580,13 @@ class ConservationLedger:
         event_meta = _meta(meta)
         if isinstance(event_meta, dict):
             event_meta = {**event_meta, "e_value": e_value}
-        return replace(
+        return _derive_ledger(
             self,
-            wealth=wealth,
-            w_max=wealth if wealth > self.w_max else self.w_max,
-            events=(*self.events, LedgerEvent(kind, 0.0, event_meta)),
+            {
+                "wealth": wealth,
+                "w_max": wealth if wealth > self.w_max else self.w_max,
+                "events": (*self.events, LedgerEvent(kind, 0.0, event_meta)),
+            },
         )
 
     def scale_wealth(self, factor: float) -> ConservationLedger:
@@ -541,12 +598,12 @@ class ConservationLedger:
         wealth = self.wealth * factor
         if not math.isfinite(wealth):
             raise InvalidArgument("wealth scale would overflow")
-        return replace(self, wealth=wealth)
+        return _derive_ledger(self, {"wealth": wealth})
 
     def freeze(self, kind: str, meta: Any = None) -> ConservationLedger:
         """Freeze unconditionally (incidents); a frozen ledger is never unfrozen."""
-        return replace(
-            self, frozen=True, events=(*self.events, LedgerEvent(kind, 0.0, _meta(meta)))
+        return _derive_ledger(
+            self, {"frozen": True, "events": (*self.events, LedgerEvent(kind, 0.0, _meta(meta)))}
         )
 
     # -- serialisation -----------------------------------------------------------------------
@@ -575,13 +632,13 @@ class ConservationLedger:
         if not isinstance(data, Mapping) or set(data) != _LEDGER_KEYS:
             raise InvalidArgument("ledger JSON must have exactly the ledger fields")
         floats: dict[str, float] = {}
-        for name in _LEDGER_FLOAT_FIELDS:
+        for name in LEDGER_FLOAT_FIELDS:
             value = data[name]
             if not _is_number(value):
                 raise InvalidArgument(f"ledger field {name} must be a number")
             floats[name] = float(value)
         budgets: list[float | None] = []
-        for name in _LEDGER_BUDGET_FIELDS:
+        for name in LEDGER_BUDGET_FIELDS:
             value = data[name]
             if value is not None and not _is_number(value):
                 raise InvalidArgument(f"ledger field {name} must be a number or null")
@@ -598,6 +655,11 @@ class ConservationLedger:
             events=tuple(LedgerEvent.from_json(e) for e in events),
             frozen=frozen,
         )
+
+
+#: The ledger's own transitions: alpha and the budgets, all ``__post_init__`` checks, are either
+#: copied from the validated ledger or set from ``_valid_budget``.
+_derive_ledger = unchecked_deriver(ConservationLedger)
 
 
 def _meta(meta: Any) -> Any:
@@ -680,7 +742,9 @@ class BudgetPool:
         return replace(self, k_bits_budget=k_bits_budget, access_credit_budget=access_credit_budget)
 
     def _exhausted(self, what: str) -> PoolBudgetExhausted:
-        return PoolBudgetExhausted(f"pool budget exhausted ({what})", replace(self, frozen=True))
+        return PoolBudgetExhausted(
+            f"pool budget exhausted ({what})", _derive_pool(self, {"frozen": True})
+        )
 
     def reserve(self, k_bits: int, access_credit: int) -> BudgetPool:
         """Hold back a worst-case amount; ``spent + reserved + new`` must fit both budgets."""
@@ -695,7 +759,9 @@ class BudgetPool:
             or self.access_credit_spent + next_access > self.access_credit_budget + EPS
         ):
             raise self._exhausted("reserve")
-        return replace(self, reserved_k_bits=next_k, reserved_access_credit=next_access)
+        return _derive_pool(
+            self, {"reserved_k_bits": next_k, "reserved_access_credit": next_access}
+        )
 
     def release(self, k_bits: int, access_credit: int) -> BudgetPool:
         """Give back a reservation unused; it must not exceed what is reserved.
@@ -707,10 +773,12 @@ class BudgetPool:
             raise InvalidArgument("pool releases must be whole numbers >= 0")
         if k_bits > self.reserved_k_bits or access_credit > self.reserved_access_credit:
             raise InvalidArgument("release exceeds the pool's reservation")
-        return replace(
+        return _derive_pool(
             self,
-            reserved_k_bits=self.reserved_k_bits - k_bits,
-            reserved_access_credit=self.reserved_access_credit - access_credit,
+            {
+                "reserved_k_bits": self.reserved_k_bits - k_bits,
+                "reserved_access_credit": self.reserved_access_credit - access_credit,
+            },
         )
 
     def charge(self, k_bits: float, access_credit: float, covariance: float = 0.0) -> BudgetPool:
@@ -726,11 +794,13 @@ class BudgetPool:
             raise InvalidArgument("pool totals would overflow")
         if next_k > self.k_bits_budget + EPS or next_access > self.access_credit_budget + EPS:
             raise self._exhausted("charge")
-        return replace(
+        return _derive_pool(
             self,
-            k_bits_spent=next_k,
-            access_credit_spent=next_access,
-            covariance_charge_total=next_cov,
+            {
+                "k_bits_spent": next_k,
+                "access_credit_spent": next_access,
+                "covariance_charge_total": next_cov,
+            },
         )
 
     def settle(
@@ -793,6 +863,12 @@ class BudgetPool:
             reserved_access_credit=data["reserved_access_credit"],
             frozen=data["frozen"],
         )
+
+
+#: The pool's own transitions (reserve, release, charge, freeze): new reservations are whole and
+#: within what is reserved, new spent amounts finite and >= 0, as ``__post_init__`` demands.
+#: ``with_budgets`` takes outside values and keeps the validating constructor.
+_derive_pool = unchecked_deriver(BudgetPool)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ caller's to keep.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import math
 import struct
@@ -41,6 +42,7 @@ __all__ = [
     "TieBreaker",
     "compute_accuracy",
     "compute_calibration_manifest_hash",
+    "compute_default_resolution_hash",
     "compute_oracle_answer",
     "compute_oracle_pins_hash",
     "compute_resolution_hash",
@@ -413,6 +415,15 @@ def compute_resolution_hash(resolution: OracleResolution) -> bytes:
     return hashlib.sha256(compute_resolution_json_bytes(resolution)).digest()
 
 
+@functools.lru_cache(maxsize=64, typed=True)
+def compute_default_resolution_hash(num_symbols: int) -> bytes:
+    """``compute_resolution_hash(OracleResolution(num_symbols=num_symbols))``, memoised per
+    symbol count: a claim's resolution is the default one, which only ``num_symbols`` sets.
+    ``typed``: ``4`` and ``4.0`` (or ``True`` and ``1``) are different keys, and an invalid
+    count raises every time (exceptions are not cached)."""
+    return compute_resolution_hash(OracleResolution(num_symbols=num_symbols))
+
+
 def compute_calibration_manifest_hash(manifest: bytes) -> bytes:
     """SHA-256 of the raw calibration manifest file bytes (spec 50 §4, ``oracle set``)."""
     return hashlib.sha256(manifest).digest()
@@ -477,6 +488,21 @@ class OraclePins:
             oracle_resolution_hash=compute_resolution_hash(resolution),
         )
 
+    @classmethod
+    def for_default_resolution(
+        cls, num_symbols: int, ttl_epochs: int, pinned_epoch: int
+    ) -> OraclePins:
+        """``create(OracleResolution(num_symbols=num_symbols), ...)``, with the resolution hash
+        from :func:`compute_default_resolution_hash`."""
+        resolution_hash = compute_default_resolution_hash(num_symbols)
+        return cls(
+            codec_hash=PINS_CODEC_HASH,
+            bit_width=(num_symbols - 1).bit_length(),
+            ttl_epochs=ttl_epochs,
+            pinned_epoch=pinned_epoch,
+            oracle_resolution_hash=resolution_hash,
+        )
+
     def is_stale(self, now_epoch: int) -> bool:
         """See :func:`is_pins_stale`."""
         return is_pins_stale(self.pinned_epoch, self.ttl_epochs, now_epoch)
@@ -530,6 +556,17 @@ def compute_accuracy(labels: bytes, predictions: bytes) -> float:
 
     Labels must be non-empty and binary; predictions must be binary and as long as the labels.
     """
+    if type(labels) is bytes and type(predictions) is bytes:
+        # Same checks, same count, in C: deleting the bytes 0 and 1 leaves nothing of a binary
+        # vector, and for binary vectors the rows that differ are the set bits of their XOR.
+        if not labels or labels.translate(None, _BINARY):
+            raise InvalidArgument("holdout labels must be non-empty and binary")
+        if len(predictions) != len(labels):
+            raise InvalidArgument("prediction length does not match the holdout")
+        if predictions.translate(None, _BINARY):
+            raise InvalidArgument("predictions must be binary")
+        differ = int.from_bytes(predictions, "big") ^ int.from_bytes(labels, "big")
+        return (len(labels) - differ.bit_count()) / len(labels)
     if not labels or any(b > 1 for b in labels):
         raise InvalidArgument("holdout labels must be non-empty and binary")
     if len(predictions) != len(labels):
@@ -538,6 +575,9 @@ def compute_accuracy(labels: bytes, predictions: bytes) -> float:
         raise InvalidArgument("predictions must be binary")
     correct = sum(1 for p, y in zip(predictions, labels, strict=True) if p == y)
     return correct / len(labels)
+
+
+_BINARY = b"\x00\x01"
 
 
 def _shared_prefix_bits(a: bytes, b: bytes) -> int:

@@ -13,7 +13,7 @@ import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from evidenceos.core import aspec
@@ -36,7 +36,12 @@ from evidenceos.core.ledger import (
     PoolFrozen,
     compute_worst_case_reservation_bits,
 )
-from evidenceos.core.oracle import OraclePins, OracleResolution, compute_oracle_pins_hash
+from evidenceos.core.oracle import (
+    OraclePins,
+    OracleResolution,
+    compute_default_resolution_hash,
+    compute_oracle_pins_hash,
+)
 from evidenceos.core.structured_claims import (
     SchemaId,
     canonicalize_schema_id,
@@ -444,7 +449,7 @@ class ClaimService:
                 except (PoolBudgetExhausted, PoolFrozen):
                     raise FailedPrecondition("holdout budget exhausted") from None
                 pools_table.put_holdout_pool(conn, record.holdout_handle, principal, pool)
-            stored = replace(record, reserved_k_bits=worst, reserved_access_credit=worst)
+            stored = record.evolve(reserved_k_bits=worst, reserved_access_credit=worst)
             claims_table.put_claim(conn, stored, self.clock())
             result = CreateClaimResult(stored.claim_id, stored.topic_id, stored.state)
             self.remember(conn, key, result.to_json())
@@ -589,8 +594,7 @@ class ClaimService:
             digest = claims_table.put_wasm_module(conn, wasm_module, now)
             if artefact is not None:
                 claims_table.put_compiled_module(conn, digest, fingerprint, artefact, now)
-            updated = replace(
-                current,
+            updated = current.evolve(
                 state=ClaimState.COMMITTED,
                 artifacts=tuple(parsed),
                 dependency_items=tuple(deps),
@@ -601,7 +605,7 @@ class ClaimService:
                 sealed_preimage_hash=None,
                 oracle_pins=None,
             )
-            claims_table.put_claim(conn, updated, now)
+            claims_table.put_claim(conn, updated, now, stored=True)
             failpoint("before_commit_commit_artifacts")
             return updated.state
 
@@ -657,14 +661,16 @@ class ClaimService:
             if current.state not in (ClaimState.COMMITTED, ClaimState.STALE):
                 raise FailedPrecondition("claim must be COMMITTED or STALE to freeze gates")
             epoch = self.current_epoch(conn)
-            resolution = resolution_for(current)
+            compute_default_resolution_hash(current.oracle_num_symbols)  # refuses a bad count first
             ttl = 1
             if self.governance is not None:
                 policy = self.governance.policy
                 ttl = policy.ttl_for(current.oracle_id)
                 if self.settings.production_mode:
                     policy.require_calibration(current.oracle_id)
-            pins = OraclePins.create(resolution, ttl_epochs=ttl, pinned_epoch=epoch)
+            pins = OraclePins.for_default_resolution(
+                current.oracle_num_symbols, ttl_epochs=ttl, pinned_epoch=epoch
+            )
             lineage = (
                 current.dependency_merkle_root
                 if current.dependency_merkle_root is not None
@@ -680,16 +686,23 @@ class ClaimService:
                 + compute_oracle_pins_hash(pins)
                 + hashlib.sha256(b"\x02" + bytes(54)).digest()
             ).digest()
-            updated = replace(
-                current,
+            artifacts = tuple(sorted(current.artifacts, key=lambda a: (a.kind, a.artifact_hash)))
+            updated = current.evolve(
                 state=ClaimState.SEALED,
                 metadata_locked=True,
-                artifacts=tuple(sorted(current.artifacts, key=lambda a: (a.kind, a.artifact_hash))),
+                artifacts=artifacts,
                 artifacts_hash=artifacts_hash,
                 sealed_preimage_hash=preimage,
-                oracle_pins=pins.to_json(),
+                # keys in the stored (sorted) order, as every reader of the row will see them
+                oracle_pins=dict(sorted(pins.to_json().items())),
             )
-            claims_table.put_claim(conn, updated, self.clock())
+            claims_table.put_claim(
+                conn,
+                updated,
+                self.clock(),
+                artifacts_changed=artifacts != current.artifacts,
+                stored=True,
+            )
             failpoint(f"before_commit_{op}")
             return ClaimState.SEALED
 

@@ -12,7 +12,6 @@ fuel charged) before the error reply.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -52,9 +51,8 @@ from evidenceos.core.nullspec import NullSpecContract
 from evidenceos.core.oracle import (
     HysteresisState,
     OraclePins,
-    OracleResolution,
+    compute_default_resolution_hash,
     compute_oracle_answer,
-    compute_resolution_hash,
 )
 from evidenceos.core.structured_claims import SchemaId, canonicalize_output, compute_kout_max_bits
 from evidenceos.errors import (
@@ -100,10 +98,9 @@ _EMPTY_SHA256 = hashlib.sha256(b"").digest()
 T = TypeVar("T")
 
 
-@functools.lru_cache(maxsize=64)
 def resolution_hash(num_symbols: int) -> bytes:
     """``compute_resolution_hash`` of a claim's resolution, which only ``num_symbols`` sets."""
-    return compute_resolution_hash(OracleResolution(num_symbols=num_symbols))
+    return compute_default_resolution_hash(num_symbols)
 
 
 def _attempt(fn: Callable[[], T]) -> tuple[T | None, Exception | None]:
@@ -602,8 +599,7 @@ class ExecutionService:
             list(current.dependency_items),
         )
         self._charge_credit(conn, caller.principal_id, credit)
-        updated = replace(
-            current,
+        updated = current.evolve(
             state=state,
             ledger=outcome.ledger,
             reserved_k_bits=0,
@@ -613,7 +609,7 @@ class ExecutionService:
             last_capsule_hash=capsule_hash,
             etl_index=leaf.leaf_index,
         )
-        claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False)
+        claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False, stored=True)
         response = ExecutionOutcome(
             state=state,
             decision=int(outcome.decision),
@@ -718,8 +714,7 @@ class ExecutionService:
                 svc.clock(),
             )
             self._charge_credit(conn, caller.principal_id, fuel_charge)
-            updated = replace(
-                current,
+            updated = current.evolve(
                 state=ClaimState.FROZEN,
                 ledger=current.ledger.freeze("incident_freeze", {"reason": incident.reason}),
                 reserved_k_bits=0,
@@ -727,7 +722,7 @@ class ExecutionService:
                 execution_nonce=current.execution_nonce + 1,
                 incident_reason=incident.reason,
             )
-            claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False)
+            claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False, stored=True)
             failpoint("before_commit_execute_claim_v2_incident")
 
         svc.store.write(write)

@@ -38,6 +38,7 @@ Clock = Callable[[], int]
 Progress = Callable[[int], None]
 
 SIGN_EVERY_LEAVES = 256  # at every commit the unsigned tail is shorter than this
+_KNOWN_MAX = 4096  # remembered nodes before starting over (a frontier needs ~2 log2(n))
 
 EXPECTED_TRIGGERS = (
     "log_leaves_dense",
@@ -107,8 +108,9 @@ class LogService:
         self._grew = False
         self._grew_from = self._grew_to = 0  # leaf indices appended by the current group
         self._next_index: int | None = None  # tree size after our last append (a guess)
-        # Nodes this service stored in the current write transaction (a group of appends reads
-        # its left siblings from here instead of the table); valid for one store generation.
+        # Nodes this service stored (appends read their left siblings from here instead of the
+        # table); valid while the store's generation stays the same (nobody else wrote, nothing
+        # was rolled back).
         self._known: dict[tuple[int, int], bytes] = {}
         self._known_generation = -1
         self._head_wanted = False
@@ -159,8 +161,8 @@ class LogService:
     def append_encoded(self, conn: Connection, kind: str, payload: bytes) -> log_table.Leaf:
         """Append bytes the caller already made with ``encode_entry`` (so they can be built,
         and hashed, before the write transaction starts)."""
-        if self._known_generation != self._store.generation:  # another transaction, or a rollback
-            self._known.clear()
+        if self._known_generation != self._store.generation or len(self._known) > _KNOWN_MAX:
+            self._known.clear()  # another writer or a rollback: re-read what is needed
             self._known_generation = self._store.generation
         leaf = log_table.append_leaf(
             conn, kind, payload, self._clock(), self._next_index, self._known

@@ -27,32 +27,67 @@ ON CONFLICT(claim_id) DO UPDATE SET
 """
 
 
+_UPDATE = """
+UPDATE claims SET lane = :lane, state = :state, wasm_sha256 = :wasm_sha256,
+  last_decision = :last_decision, last_capsule_hash = :last_capsule_hash, etl_index = :etl_index,
+  record_json = :record_json, updated_at_ms = :now
+WHERE claim_id = :claim_id
+"""
+
+#: ``json.dumps(..., sort_keys=True)`` with the encoder built once rather than on every call.
+_ENCODER = json.JSONEncoder(sort_keys=True)
+
+
+def encode_claim(record: ClaimRecord) -> str:
+    """The ``record_json`` text of ``record``."""
+    return _ENCODER.encode(record.to_json())
+
+
 def put_claim(
-    conn: Connection, record: ClaimRecord, now_ms: int, *, artifacts_changed: bool = True
+    conn: Connection,
+    record: ClaimRecord,
+    now_ms: int,
+    *,
+    artifacts_changed: bool = True,
+    stored: bool = False,
 ) -> None:
     """Insert or update the claim; ``artifacts_changed=False`` (the caller only changed other
-    fields of a stored claim) leaves its ``claim_artifacts`` rows as they are."""
-    conn.execute(
-        _UPSERT,
-        {
-            "claim_id": record.claim_id,
-            "owner": record.owner_principal_id,
-            "claim_name": record.claim_name,
-            "topic_id": record.topic_id,
-            "holdout_ref": record.holdout_ref,
-            "holdout_handle": record.holdout_handle,
-            "oracle_id": record.oracle_id,
-            "lane": record.lane,
-            "output_schema_id": record.output_schema_id,
-            "state": record.state.name,
-            "wasm_sha256": record.wasm_sha256,
-            "last_decision": record.last_decision,
-            "last_capsule_hash": record.last_capsule_hash,
-            "etl_index": record.etl_index,
-            "record_json": json.dumps(record.to_json(), sort_keys=True),
-            "now": now_ms,
-        },
-    )
+    fields of a stored claim) leaves its ``claim_artifacts`` rows as they are.
+
+    ``stored=True`` says the caller read the claim's row in this transaction: the row is then
+    updated in place (the same columns as the upsert's update), without the insert attempt.
+    The text written is remembered with ``record``: when it is next read, :func:`decode_claim`
+    returns ``record`` itself if decoding the text gives back exactly ``record`` (see
+    :meth:`ClaimRecord.decodes_to_itself`)."""
+    text = encode_claim(record)
+    params = {
+        "claim_id": record.claim_id,
+        "owner": record.owner_principal_id,
+        "claim_name": record.claim_name,
+        "topic_id": record.topic_id,
+        "holdout_ref": record.holdout_ref,
+        "holdout_handle": record.holdout_handle,
+        "oracle_id": record.oracle_id,
+        "lane": record.lane,
+        "output_schema_id": record.output_schema_id,
+        "state": record.state.name,
+        "wasm_sha256": record.wasm_sha256,
+        "last_decision": record.last_decision,
+        "last_capsule_hash": record.last_capsule_hash,
+        "etl_index": record.etl_index,
+        "record_json": text,
+        "now": now_ms,
+    }
+    if stored:
+        conn.execute(_UPDATE, params)
+        if conn.changes() != 1:  # not there after all: insert it, exactly as the upsert would
+            conn.execute(_UPSERT, params)
+    else:
+        conn.execute(_UPSERT, params)
+    with _decoded_lock:
+        _written[text] = record
+        while len(_written) > WRITTEN_CACHE_SIZE:
+            _written.popitem(last=False)
     if not artifacts_changed:
         return
     conn.execute("DELETE FROM claim_artifacts WHERE claim_id = ?", (record.claim_id,))
@@ -64,26 +99,43 @@ def put_claim(
         )
 
 
-# Decoded records by the exact ``record_json`` text they were decoded from. Decoding is a pure
-# function of the text and a ClaimRecord is an immutable value, so a hit is exactly what decoding
-# again would return; a claim that changed has another text and misses. Bounded LRU.
+# Decoded records by the exact ``record_json`` text they were decoded from (or encoded to, when
+# decoding that text returns the record exactly). Decoding is a pure function of the text and a
+# ClaimRecord is an immutable value, so a hit is exactly what decoding again would return; a
+# claim that changed has another text and misses. A write that rolls back leaves a correct entry
+# (text -> its decoding) that no row holds. Bounded LRU.
 DECODE_CACHE_SIZE = 1024
 _decoded: OrderedDict[str, ClaimRecord] = OrderedDict()
 _decoded_lock = threading.Lock()
+# Records by the text put_claim wrote for them, until that text is first decoded (bounded FIFO).
+WRITTEN_CACHE_SIZE = 256
+_written: OrderedDict[str, ClaimRecord] = OrderedDict()
+
+
+def _remember(text: str, record: ClaimRecord) -> None:
+    with _decoded_lock:
+        _decoded[text] = record
+        _decoded.move_to_end(text)
+        while len(_decoded) > DECODE_CACHE_SIZE:
+            _decoded.popitem(last=False)
 
 
 def decode_claim(text: str) -> ClaimRecord:
-    """``ClaimRecord.from_json(json.loads(text))``, memoised on ``text``."""
+    """``ClaimRecord.from_json(json.loads(text))``, memoised on ``text``.
+
+    The first read of a text :func:`put_claim` wrote returns the record it encoded, when that
+    record is exactly what decoding the text returns."""
     with _decoded_lock:
         record = _decoded.get(text)
         if record is not None:
             _decoded.move_to_end(text)
             return record
-    record = ClaimRecord.from_json(json.loads(text))
-    with _decoded_lock:
-        _decoded[text] = record
-        while len(_decoded) > DECODE_CACHE_SIZE:
-            _decoded.popitem(last=False)
+        written = _written.pop(text, None)
+    if written is not None and written.decodes_to_itself():
+        record = written
+    else:
+        record = ClaimRecord.from_json(json.loads(text))
+    _remember(text, record)
     return record
 
 

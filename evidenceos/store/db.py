@@ -238,9 +238,11 @@ class Store:
         self._stopping = False
         self.last_group_size = 0
         self.generation = 0
-        """Changes at every write transaction's BEGIN and whenever a job's work is rolled back:
-        what a write function learnt about rows written in this transaction (a cache) is valid
-        while it stays the same."""
+        """Changes whenever rows may differ from what this store's writes left: another
+        connection (a CLI tool, another process) committed, or a job's work was rolled back.
+        What a write function learnt about rows it wrote (a cache) is valid while it stays the
+        same."""
+        self._data_version: int | None = None  # SQLite's data version after our last COMMIT
         self._listeners: list[Callable[[int, float], None]] = []
         with translate_errors():
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +317,8 @@ class Store:
             for job in group:
                 job.set_exception(exc)
             return
-        self.generation += 1
+        if conn.data_version() != self._data_version:  # another connection committed
+            self.generation += 1
         try:
             if len(group) == 1:  # alone in the transaction: no savepoint needed
                 ok, value = self._run_alone(conn, group[0].fn)
@@ -337,6 +340,7 @@ class Store:
                 for hook in self._hooks:
                     hook(conn)
                 conn.execute("COMMIT")
+            self._data_version = conn.data_version()
         except BaseException as exc:  # a hook or COMMIT failed: nothing of the group survives
             self.generation += 1
             with contextlib.suppress(apsw.Error):

@@ -31,6 +31,7 @@ from evidenceos.core.ledger import (
     compute_execution_charge,
     compute_kout_charge_bits,
     compute_worst_case_reservation_bits,
+    unchecked_deriver,
 )
 from evidenceos.errors import FailedPrecondition, InvalidArgument
 
@@ -572,3 +573,74 @@ def test_float_reservations_would_not_restore_exactly():
 def test_replace_revalidates():
     with pytest.raises(InvalidArgument):
         replace(BudgetPool(1.0, 1.0), reserved_k_bits=-1)
+
+
+# --- transitions without re-validation --------------------------------------------------------
+
+
+def test_create_is_the_chain_of_budget_setters():
+    for budgets in [(None, None, None, None), (8.0, 16.0, 1.0, 0.5), (-1.0, math.inf, math.nan, 2)]:
+        k, a, e, d = budgets
+        want = ConservationLedger(alpha=0.05).with_budgets(k, a).with_dp_budgets(e, d)
+        got = ConservationLedger.create(
+            0.05, k_bits_budget=k, access_credit_budget=a, epsilon_budget=e, delta_budget=d
+        )
+        assert got == want
+        assert [type(getattr(got, f)) for f in ("k_bits_budget", "epsilon_budget")] == [
+            type(want.k_bits_budget),
+            type(want.epsilon_budget),
+        ]
+
+
+def test_ledger_transitions_equal_replace_and_keep_validating_the_constructor():
+    ledger = ConservationLedger.create(0.25, k_bits_budget=100.0, access_credit_budget=100.0)
+    charged = ledger.charge(3.0, "c", {"x": 1})
+    assert charged == replace(
+        ledger,
+        k_bits_total=3.0,
+        access_credit_spent=3.0,
+        events=(*ledger.events, charged.events[-1]),
+    )
+    settled = charged.settle_e_value(4.0, "s")
+    assert (settled.wealth, settled.w_max, settled.alpha) == (4.0, 4.0, 0.25)
+    assert settled.scale_wealth(0.5).wealth == 2.0
+    assert settled.freeze("f").frozen
+    with pytest.raises(InvalidArgument):
+        ConservationLedger(alpha=1.5)
+    with pytest.raises(InvalidArgument):
+        replace(settled, k_bits_budget=-1.0)  # the public path still checks
+
+
+def test_pool_transitions_equal_replace_and_with_budgets_still_validates():
+    pool = BudgetPool(100.0, 50.0)
+    reserved = pool.reserve(10, 5)
+    assert reserved == replace(pool, reserved_k_bits=10, reserved_access_credit=5)
+    settled = reserved.settle(10, 5, 2.5, 1.5, covariance=0.5)
+    assert settled == BudgetPool(100.0, 50.0, 2.5, 1.5, 0, 0, 0.5)
+    with pytest.raises(PoolBudgetExhausted) as exhausted:
+        settled.reserve(1000, 1)
+    assert exhausted.value.pool == replace(settled, frozen=True)
+    with pytest.raises(InvalidArgument):
+        settled.with_budgets(-1.0, 5.0)
+    with pytest.raises(InvalidArgument):
+        settled.with_budgets(math.nan, 5.0)
+
+
+def test_unchecked_deriver_refuses_unknown_fields_and_defers_subclasses_to_replace():
+    derive = unchecked_deriver(BudgetPool)
+    pool = BudgetPool(1.0, 1.0)
+    with pytest.raises(AttributeError):
+        derive(pool, {"no_such_field": 1})
+    assert derive(pool, {"frozen": True}) == replace(pool, frozen=True)
+    assert derive(pool, {}) == pool
+    assert derive(pool, {}) is not pool
+
+    class Checked(BudgetPool):
+        __slots__ = ()
+
+        def __post_init__(self) -> None:
+            if self.frozen:
+                raise InvalidArgument("no frozen checked pools")
+
+    with pytest.raises(InvalidArgument):  # a subclass goes through replace and its checks
+        derive(Checked(1.0, 1.0), {"frozen": True})

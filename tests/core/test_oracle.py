@@ -28,6 +28,7 @@ from evidenceos.core.oracle import (
     TieBreaker,
     compute_accuracy,
     compute_calibration_manifest_hash,
+    compute_default_resolution_hash,
     compute_oracle_answer,
     compute_oracle_pins_hash,
     compute_resolution_hash,
@@ -367,3 +368,64 @@ def test_locality_policies():
     assert is_local(CustomHashNeighborhood(0, salt), b"x", b"y")
     with pytest.raises(InvalidArgument):
         is_local(CustomHashNeighborhood(257, salt), b"x", b"x")
+
+
+# --- memoised default resolution hash and the C-level accuracy count ------------------------
+
+
+@pytest.mark.parametrize("symbols", [2, 3, 4, 8, 256, 257, 2**32 - 1])
+def test_default_resolution_hash_is_the_hash_of_the_default_resolution(symbols):
+    want = compute_resolution_hash(OracleResolution(num_symbols=symbols))
+    assert compute_default_resolution_hash(symbols) == want
+    assert compute_default_resolution_hash(symbols) == want  # the memoised value too
+    pins = OraclePins.for_default_resolution(symbols, ttl_epochs=3, pinned_epoch=7)
+    assert pins == OraclePins.create(OracleResolution(num_symbols=symbols), 3, 7)
+
+
+def test_default_resolution_hash_differs_per_symbol_count():
+    hashes = {compute_default_resolution_hash(n) for n in range(2, 40)}
+    assert len(hashes) == 38
+    assert compute_default_resolution_hash(4) != compute_default_resolution_hash(8)
+
+
+@pytest.mark.parametrize("bad", [0, 1, -4, 2**32, 4.0, True])
+def test_default_resolution_hash_refuses_what_the_resolution_refuses_every_time(bad):
+    compute_default_resolution_hash(4)  # a valid neighbour in the cache changes nothing
+    for _ in range(2):
+        with pytest.raises(InvalidArgument):
+            compute_default_resolution_hash(bad)
+        with pytest.raises(InvalidArgument):
+            OraclePins.for_default_resolution(bad, ttl_epochs=1, pinned_epoch=0)
+
+
+def _accuracy_by_rows(labels: bytes, predictions: bytes) -> float:
+    return sum(p == y for p, y in zip(predictions, labels, strict=True)) / len(labels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_accuracy_of_bytes_counts_rows_like_the_generic_path(data):
+    n = data.draw(st.integers(1, 300))
+    labels = bytes(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    predictions = bytes(data.draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)))
+    fast = compute_accuracy(labels, predictions)
+    assert fast == _accuracy_by_rows(labels, predictions)
+    generic = compute_accuracy(bytearray(labels), bytearray(predictions))  # type: ignore[arg-type]
+    assert fast == generic
+
+
+@pytest.mark.parametrize(
+    ("labels", "predictions", "message"),
+    [
+        (b"", b"", "holdout labels must be non-empty and binary"),
+        (b"\x00\x02", b"\x00\x01", "holdout labels must be non-empty and binary"),
+        (b"\x00\x01", b"\x00", "prediction length does not match the holdout"),
+        (b"\x00\x01", b"\x00\xff", "predictions must be binary"),
+        (b"\x00\x01\x01", b"\x01\x00\x02", "predictions must be binary"),
+    ],
+)
+def test_accuracy_refusals_are_the_same_on_both_paths(labels, predictions, message):
+    for kind in (bytes, bytearray):
+        with pytest.raises(InvalidArgument) as refused:
+            compute_accuracy(kind(labels), kind(predictions))  # type: ignore[arg-type]
+        assert refused.value.message == message

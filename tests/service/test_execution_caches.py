@@ -25,6 +25,7 @@ import rfc8785
 from evidenceos.core.auth import CallerIdentity, Role
 from evidenceos.core.canary import CanaryState
 from evidenceos.core.capsule import encode_capsule
+from evidenceos.core.claim import ClaimRecord
 from evidenceos.core.claim_state import ClaimState
 from evidenceos.core.oracle import OracleResolution, compute_resolution_hash
 from evidenceos.errors import Aborted, FailedPrecondition
@@ -57,19 +58,18 @@ class Kernel:
     sandbox: Sandbox
     names: Iterator[int]
 
-    def sealed(self, module: bytes, lane: str = "fast") -> bytes:
-        """A new claim, committed with ``module`` and sealed; returns its id."""
-        n = next(self.names)
-        created = self.claims.create_claim_v2(
+    def create(self, name: str, semantic: bytes, lane: str = "fast") -> bytes:
+        """A new claim on the synthetic holdout; returns its id."""
+        return self.claims.create_claim_v2(
             CALLER,
             CreateClaimV2Input(
-                claim_name=f"claim-{n}",
+                claim_name=name,
                 lane=lane,
                 alpha_micros=50_000,
                 epoch_config_ref="epoch/default",
                 output_schema_id="legacy/v1",
                 has_metadata=True,
-                semantic_hash=hashlib.sha256(b"topic %d" % n).digest(),
+                semantic_hash=hashlib.sha256(semantic).digest(),
                 phys_hir_signature_hash=b"",
                 dependency_merkle_root=b"",
                 holdout_ref=HOLDOUT,
@@ -82,11 +82,16 @@ class Kernel:
                 dp_delta_budget=None,
             ),
             None,
-        )
+        ).claim_id
+
+    def sealed(self, module: bytes, lane: str = "fast") -> bytes:
+        """A new claim, committed with ``module`` and sealed; returns its id."""
+        n = next(self.names)
+        claim_id = self.create(f"claim-{n}", b"topic %d" % n, lane)
         digest = hashlib.sha256(module).digest()
-        self.claims.commit_artifacts(CALLER, created.claim_id, [(digest, "wasm")], module)
-        self.claims.freeze(CALLER, created.claim_id, "freeze_gates")
-        return created.claim_id
+        self.claims.commit_artifacts(CALLER, claim_id, [(digest, "wasm")], module)
+        self.claims.freeze(CALLER, claim_id, "freeze_gates")
+        return claim_id
 
     def row(self, sql: str, *args: Any) -> Any:
         with self.store.read() as conn:
@@ -303,3 +308,39 @@ def test_compiled_artefact_is_serialized_and_written_once(kernel: Kernel) -> Non
         "SELECT artefact FROM compiled_modules WHERE module_sha256 = ?", digest
     )
     assert Sandbox().load_serialized(digest, bytes(artefact)).sha256 == digest
+
+
+# -- records written on the lifecycle path stand for their stored text ------------------------
+
+
+def test_lifecycle_records_are_read_back_as_written_and_equal_to_their_decoding(
+    kernel: Kernel,
+) -> None:
+    """Create, commit and freeze write records that decode to themselves, so the next RPC's
+    read gets the written record instead of decoding; each is what decoding would give."""
+    claim_id = kernel.sealed(ORACLE_GUEST)
+    [(text,)] = kernel.row("SELECT record_json FROM claims WHERE claim_id = ?", claim_id)
+    with kernel.store.read() as conn:
+        read = claims_table.get_claim(conn, claim_id)
+    assert read.decodes_to_itself()
+    decoded = ClaimRecord.from_json(json.loads(text))
+    assert read == decoded
+    assert list(read.oracle_pins or {}) == list(decoded.oracle_pins or {})
+    assert claims_table.encode_claim(read) == text
+
+
+def test_freeze_rewrites_the_artifact_rows_only_when_sorting_changes_them(
+    kernel: Kernel,
+) -> None:
+    module = ORACLE_GUEST
+    wasm_hash = hashlib.sha256(module).digest()
+    other = b"\x00" * 32
+    claim_id = kernel.create("artifact-order", b"artifact order")
+    # request order: wasm, then "log" (sorted by kind: "log" < "wasm")
+    kernel.claims.commit_artifacts(CALLER, claim_id, [(wasm_hash, "wasm"), (other, "log")], module)
+    sql = "SELECT position, kind FROM claim_artifacts WHERE claim_id = ? ORDER BY position"
+    assert kernel.row(sql, claim_id) == [(0, "wasm"), (1, "log")]
+    kernel.claims.freeze(CALLER, claim_id, "freeze_gates")
+    assert kernel.row(sql, claim_id) == [(0, "log"), (1, "wasm")]
+    kernel.claims.freeze(CALLER, claim_id, "seal_claim")
+    assert kernel.row(sql, claim_id) == [(0, "log"), (1, "wasm")]

@@ -393,3 +393,25 @@ def test_a_group_with_a_rolled_back_append_builds_the_right_tree(data_dir: Path)
         assert max(group_sizes) >= 3  # the queued jobs really shared a transaction
         assert service.tree_size() == 6
         _assert_naive_tree(store, service)
+
+
+def test_remembered_nodes_are_dropped_after_a_rollback_and_another_writer(data_dir: Path) -> None:
+    """The worst case for remembered nodes: our append at 2 is rolled back, another process
+    appends a different leaf at 2, so our guessed size (3) is right again; the append at 3 must
+    still read the real leaf 2."""
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test", "i": 0})
+        service.append_entry({"kind": "test", "i": 1})
+
+        def append_then_fail(conn: apsw.Connection) -> None:
+            service.append(conn, {"kind": "test", "i": "lost"})
+            raise InvalidArgument("rolled back")
+
+        with pytest.raises(InvalidArgument):
+            store.write(append_then_fail)
+        with Store(data_dir) as other:
+            keyring = load_keyring(data_dir, allow_generate=False)
+            LogService(other, keyring).append_entry({"kind": "test", "i": "other"})
+        assert service.append_entry({"kind": "test", "i": 3}).leaf_index == 3
+        _assert_naive_tree(store, service)
