@@ -430,9 +430,11 @@ class Exporter:
 class ExportScheduler:
     """Coalesces export requests into a background thread, off the acknowledgement path.
 
-    After a change it waits ``delay_s``, exports, then waits ``min_interval_s`` before the next
-    export. ``etl.log`` is included only when :func:`etl_refresh_due_at` allows (a rewrite is
-    O(file size)); otherwise the other views are written and a timer brings ``etl.log`` up to
+    After a change it waits ``delay_s``, exports, then waits ``min_interval_s`` (or ten times
+    as long as the export took, if that is longer) before the next export: a background export
+    burns CPU and fsyncs big files while requests are in flight (decision D-O6). ``etl.log``
+    is included only when :func:`etl_refresh_due_at` allows (a rewrite is O(file size));
+    otherwise the other views are written and a timer brings ``etl.log`` up to
     date once it is due, even if nothing else changes. ``request(full=True)`` includes it at once.
     """
 
@@ -440,7 +442,7 @@ class ExportScheduler:
         self,
         exporter: Exporter,
         delay_s: float = 0.2,
-        min_interval_s: float = 1.0,
+        min_interval_s: float = 5.0,
         *,
         etl_refresh_factor: float = ETL_REFRESH_FACTOR,
     ) -> None:
@@ -484,9 +486,14 @@ class ExportScheduler:
                 if self._stop.is_set():
                     return  # the shutdown export follows
                 self._wake.clear()
+            started = time.monotonic()
             self._export_once(changed=changed)
-            # Coalesce bursts: at most one background export per interval.
-            self._stop.wait(self._min_interval_s)
+            # Coalesce bursts: at most one background export per interval, and exports of a
+            # big state (state.json grows with every claim ever stored) take at most ~1/11 of
+            # the time, like etl.log rewrites.
+            ended = time.monotonic()
+            due = etl_refresh_due_at(ended, ended - started)  # the default 1:10 duty cycle
+            self._stop.wait(max(self._min_interval_s, due - ended))
 
     def _export_once(self, *, changed: bool) -> None:
         with self._mutex:
