@@ -16,8 +16,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from evidenceos.core import merkle
+from evidenceos.core import leafmac, merkle
 from evidenceos.core.canonical import encode_entry
+from evidenceos.core.leafmac import leaf_mac
 from evidenceos.core.sth import SignedTreeHead, sign_tree_head, verify_tree_head
 from evidenceos.errors import (
     EvidenceOSError,
@@ -27,6 +28,7 @@ from evidenceos.errors import (
     NotFound,
     SignatureError,
     StorageFull,
+    Unavailable,
 )
 from evidenceos.store import log as log_table
 from evidenceos.store.db import Connection, Store
@@ -115,8 +117,11 @@ class LogService:
         self._known_generation = -1
         self._head_wanted = False
         self._lazy = False  # until start(): offline tools sign every commit that grows the tree
+        self._mac: log_table.LeafMac | None = None
         if keyring is not None:
             store.add_pre_commit_hook(self._sign_if_due)
+            mac_key = keyring.leaf_mac_keys()[keyring.active_key_id]
+            self._mac = lambda index, leaf_hash: leaf_mac(mac_key, index, leaf_hash)
 
     @property
     def _keyring(self) -> Keyring:
@@ -165,7 +170,7 @@ class LogService:
             self._known.clear()  # another writer or a rollback: re-read what is needed
             self._known_generation = self._store.generation
         leaf = log_table.append_leaf(
-            conn, kind, payload, self._clock(), self._next_index, self._known
+            conn, kind, payload, self._clock(), self._next_index, self._known, self._mac
         )
         self._next_index = leaf.leaf_index + 1
         if not self._grew:
@@ -205,10 +210,10 @@ class LogService:
         """The newest head, signing the current tree first unless the stored head already
         covers it under the active key."""
         size = log_table.tree_size(conn)
-        latest = log_table.latest_head(conn)
         active = self._keyring.active_key_id
-        if latest is not None and latest.tree_size == size and latest.key_id == active:
-            return latest
+        current = log_table.head_at(conn, size, active)
+        if current is not None:  # also after a rotation back to an earlier key
+            return current
         root = merkle.compute_root(size, log_table.node_getter(conn))
         head = sign_tree_head(self._keyring.active_private_key, size, root)
         log_table.upsert_signing_key(conn, active, self._keyring.active_public_key, self._clock())
@@ -220,20 +225,23 @@ class LogService:
     def signed_tree_head(self) -> SignedTreeHead:
         """A stored head covering every committed leaf (signed and committed first if the
         newest stored one does not). Without a keyring: the newest stored head."""
+        keyring = self._keyring_or_none
+        current: SignedTreeHead | None = None
         with self._store.read() as conn:
             head = log_table.latest_head(conn)
-            size = log_table.tree_size(conn)
-        keyring = self._keyring_or_none
-        if keyring is not None and (
-            head is None or head.tree_size != size or head.key_id != keyring.active_key_id
-        ):
+            if keyring is not None and head is not None:
+                current = log_table.head_at(conn, log_table.tree_size(conn), keyring.active_key_id)
+        if keyring is not None and head is not None and current is not None:
+            return current
+        if keyring is not None:
             try:
                 head = self._store.write(self._sign_current)
-            except StorageFull:
+            except (StorageFull, Unavailable):
                 if head is None:
                     raise
-                # Disk full or read-only: no new head can be stored, so none is handed out;
-                # the newest stored one still proves every leaf up to its size.
+                # Disk full, read-only, or the database busy past the timeout: no new head can
+                # be stored now, so none is handed out; the newest stored one still proves
+                # every leaf up to its size.
                 log.warning("could not store a new tree head; serving the newest stored one")
         if head is None:
             raise LogIntegrityError("no signed tree head stored; the log was not started")
@@ -271,10 +279,11 @@ class LogService:
             )
 
     def _head_or_none(self) -> SignedTreeHead | None:
-        try:
-            return self.signed_tree_head()
-        except LogIntegrityError:
-            return None
+        """None only when no head was ever stored; damage found while signing still raises."""
+        with self._store.read() as conn:
+            if log_table.latest_head(conn) is None:
+                return None
+        return self.signed_tree_head()
 
     def proof_bundle(self, leaf_index: int) -> ProofBundle:
         """The current head with the leaf's audit path and the consistency path from the tree
@@ -363,7 +372,8 @@ class LogService:
                 )
             get = log_table.node_getter(conn)
             root = merkle.compute_root(head.tree_size, get)
-            tail_problem = _check_tail(conn, head.tree_size, size, get)
+            tail_problem = self._unauthentic_tail(conn, head.tree_size) if tail else None
+            tail_problem = tail_problem or _check_tail(conn, head.tree_size, size, get)
             keys = log_table.known_signing_keys(conn)
         if tail_problem is not None:
             raise LogIntegrityError(f"log damaged: {tail_problem}")
@@ -385,6 +395,24 @@ class LogService:
                 f"log damaged: last signed tree head (size {head.tree_size}) has a bad "
                 f"signature: {exc}"
             ) from exc
+
+    def _unauthentic_tail(self, conn: Connection, start: int) -> str | None:
+        """Leaves after the last head must carry a MAC under one of our signing keys: only
+        this daemon could have written them (rows inserted with plain sqlite3 cannot)."""
+        if self._keyring_or_none is None:
+            return (
+                f"leaves from {start} on are not covered by a signed tree head, and without "
+                "the signing keys they cannot be authenticated"
+            )
+        keys = list(self._keyring_or_none.leaf_mac_keys().values())
+        for index, leaf_hash, mac in log_table.iter_tail_macs(conn, start):
+            if not leafmac.verifies(keys, index, leaf_hash, mac):
+                return (
+                    f"leaf {index} follows the last signed tree head but was not written by "
+                    "evidenceosd with these keys (its leaf MAC does not verify): log extended "
+                    "outside the daemon"
+                )
+        return None
 
     def verify_full(self, progress: Progress | None = None) -> VerifyReport:
         """Re-hash every leaf and node and check every stored head (``etl verify``).

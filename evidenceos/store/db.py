@@ -43,6 +43,7 @@ Connection = apsw.Connection
 DB_FILENAME = "evidenceos.db"
 APPLICATION_ID = 0x45564F53  # "EVOS": marks the file as ours
 BUSY_TIMEOUT_MS = 5000
+MIN_SQLITE = (3, 44, 0)  # migration 0005: group_concat(... ORDER BY ...), unhex()
 MAX_GROUP = 256
 
 log = logging.getLogger("evidenceos.store")
@@ -156,13 +157,22 @@ def _migrate(conn: Connection, migrations: list[Migration]) -> None:
             f"database schema version {current} is newer than this EvidenceOS supports "
             f"({known}); upgrade evidenceos before opening this data directory"
         )
-    for migration in migrations[current:]:
+    pending = migrations[current:]
+    if pending and _sqlite_version() < MIN_SQLITE:
+        raise ConfigError(
+            f"SQLite {apsw.sqlite_lib_version()} is too old to upgrade this database "
+            f"(needs {'.'.join(map(str, MIN_SQLITE))}); install a current apsw"
+        )
+    # A schema changed outside evidenceosd before this upgrade must still look changed after
+    # it, or the migration would launder the edit (start-up re-hashes the log when it does).
+    moved = current > 0 and not _schema_cookie_matches(conn)
+    for migration in pending:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(migration.sql)
             conn.execute(f"PRAGMA user_version={migration.version}")
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            _record_schema_cookie(conn)
+            _record_schema_cookie(conn, moved=moved)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -170,14 +180,26 @@ def _migrate(conn: Connection, migrations: list[Migration]) -> None:
         log.info("applied migration %04d_%s", migration.version, migration.name)
 
 
-def _record_schema_cookie(conn: Connection) -> None:
-    """Remember SQLite's schema cookie so start-up can tell an outside DDL edit (DESIGN §3)."""
-    cookie = conn.execute("PRAGMA schema_version").get
+def _sqlite_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in apsw.sqlite_lib_version().split(".")[:3])
+
+
+def _record_schema_cookie(conn: Connection, *, moved: bool = False) -> None:
+    """Remember SQLite's schema cookie so start-up can tell an outside DDL edit (DESIGN §3);
+    ``moved`` records a value that never matches, so the next start-up re-hashes the log."""
+    cookie = (
+        "moved outside evidenceosd" if moved else str(conn.execute("PRAGMA schema_version").get)
+    )
     conn.execute(
         "INSERT INTO meta(key, value) VALUES ('schema_cookie', ?) "
         "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (str(cookie),),
+        (cookie,),
     )
+
+
+def _schema_cookie_matches(conn: Connection) -> bool:
+    stored = conn.execute("SELECT value FROM meta WHERE key = 'schema_cookie'").get
+    return stored is not None and str(conn.execute("PRAGMA schema_version").get) == stored
 
 
 class _Job:
@@ -312,13 +334,15 @@ class Store:
         results: list[tuple[_Job, bool, Any]] = []
         try:
             with translate_errors(conn):
+                if conn.in_transaction:  # a failed ROLLBACK left one open: never build on it
+                    conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
+                if conn.data_version() != self._data_version:  # another connection committed
+                    self.generation += 1
         except EvidenceOSError as exc:
             for job in group:
                 job.set_exception(exc)
             return
-        if conn.data_version() != self._data_version:  # another connection committed
-            self.generation += 1
         try:
             if len(group) == 1:  # alone in the transaction: no savepoint needed
                 ok, value = self._run_alone(conn, group[0].fn)
@@ -390,7 +414,8 @@ class Store:
 
     @staticmethod
     def _run_savepoint(conn: Connection, fn: WriteFn) -> tuple[bool, Any]:
-        conn.execute("SAVEPOINT job")
+        with translate_errors(conn):
+            conn.execute("SAVEPOINT job")
         try:
             with translate_errors(conn):
                 value = fn(conn)
@@ -405,7 +430,8 @@ class Store:
                 # the savepoint is gone and so is every job of the group.
                 raise _TransactionLost(exc) from exc
             return False, exc
-        conn.execute("RELEASE job")
+        with translate_errors(conn):
+            conn.execute("RELEASE job")
         return True, value
 
     # -- reads --------------------------------------------------------------------------------
@@ -469,9 +495,7 @@ class Store:
 
     def schema_cookie_matches(self) -> bool:
         with self.read() as conn:
-            stored = conn.execute("SELECT value FROM meta WHERE key = 'schema_cookie'").get
-            current = conn.execute("PRAGMA schema_version").get
-        return stored is not None and str(current) == stored
+            return _schema_cookie_matches(conn)
 
     def backup_to(self, target: Path, progress: Callable[[int, int], None] | None = None) -> None:
         """Copy the live database with SQLite's online backup API (never a file copy of WAL)."""

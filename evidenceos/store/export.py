@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from evidenceos.core.etl_framing import frame_record
+from evidenceos.core.sth import SignedTreeHead
 from evidenceos.errors import LogIntegrityError
 from evidenceos.store import canary as canary_table
 from evidenceos.store import claims as claims_table
@@ -390,41 +391,52 @@ class Exporter:
     def export_state(self) -> Path:
         """``state.json``: the committed state in one snapshot, hashes as lowercase hex."""
         path = self._data_dir / STATE_JSON
-        if self._sign_head is not None:
-            self._sign_head()
-        with self._store.read() as conn:
-            head = log_table.latest_head(conn)
-            doc: dict[str, Any] = {
-                "format": STATE_FORMAT,
-                "log": {
-                    "tree_size": head.tree_size if head else 0,
-                    "root_hash": head.root_hash.hex() if head else None,
-                    "key_id": head.key_id.hex() if head else None,
-                    "signature": head.signature.hex() if head else None,
-                },
-                "claims": [c.to_json() for c in claims_table.iter_claims(conn)],
-                "revocations": revocations_table.state_section(conn),
-                "topic_pools": [
-                    {"topic_id": topic.hex(), **pool.to_json()}
-                    for topic, pool in pools_table.iter_topic_pools(conn)
-                ],
-                "holdout_pools": [
-                    {"holdout_handle": handle.hex(), "principal_id": principal or None}
-                    | pool.to_json()
-                    for handle, principal, pool in pools_table.iter_holdout_pools(conn)
-                ],
-                "canary_states": [
-                    {"oracle_id": oracle, "holdout_ref": ref, **state.to_json()}
-                    for oracle, ref, state in canary_table.iter_canary_states(conn)
-                ],
-            }
-            for name, section in self.state_sections.items():
-                doc[name] = section(conn)
+        for attempt in range(3):
+            if self._sign_head is not None:
+                self._sign_head()
+            with self._store.read() as conn:
+                head = log_table.latest_head(conn)
+                if (  # commits after the head was signed: sign again, so it proves them all
+                    self._sign_head is not None
+                    and attempt < 2
+                    and (head.tree_size if head else 0) < log_table.tree_size(conn)
+                ):
+                    continue
+                doc = self._state_doc(conn, head)
+                break
         # Compact on purpose: ``indent`` turns off json's C encoder, which made rewriting a
         # large state.json several times slower (docs/performance.md).
         text = json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
         atomic_write(path, text.encode())
         return path
+
+    def _state_doc(self, conn: Connection, head: SignedTreeHead | None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "log": {
+                "tree_size": head.tree_size if head else 0,
+                "root_hash": head.root_hash.hex() if head else None,
+                "key_id": head.key_id.hex() if head else None,
+                "signature": head.signature.hex() if head else None,
+            },
+            "claims": [c.to_json() for c in claims_table.iter_claims(conn)],
+            "revocations": revocations_table.state_section(conn),
+            "topic_pools": [
+                {"topic_id": topic.hex(), **pool.to_json()}
+                for topic, pool in pools_table.iter_topic_pools(conn)
+            ],
+            "holdout_pools": [
+                {"holdout_handle": handle.hex(), "principal_id": principal or None} | pool.to_json()
+                for handle, principal, pool in pools_table.iter_holdout_pools(conn)
+            ],
+            "canary_states": [
+                {"oracle_id": oracle, "holdout_ref": ref, **state.to_json()}
+                for oracle, ref, state in canary_table.iter_canary_states(conn)
+            ],
+        }
+        for name, section in self.state_sections.items():
+            doc[name] = section(conn)
+        return doc
 
 
 class ExportScheduler:
@@ -507,6 +519,8 @@ class ExportScheduler:
                 self._exporter.export_etl_log()
         except Exception:  # a failed export must never take the daemon down
             log.exception("background export failed; will retry on the next change")
+            with self._mutex:  # a SIGHUP's full refresh is still owed
+                self._etl_forced = self._etl_forced or forced
             self._etl_pending = False
             return
         if not include:

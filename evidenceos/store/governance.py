@@ -115,6 +115,8 @@ class LeafAppender(Protocol):
 
     def append(self, conn: Connection, entry: Mapping[str, Any]) -> log_table.Leaf: ...
 
+    def want_head(self) -> None: ...
+
 
 # --------------------------------------------------------------------------------------------
 # The event chain
@@ -232,6 +234,7 @@ def append_event(
     seq = 0 if previous is None else previous.seq + 1
     chained = ChainedGovernanceEvent(event, EventHash(prev_hash))
     leaf = log.append(conn, _leaf_entry(seq, chained))
+    log.want_head()  # `governance events show` proves it at once, even without a keyring
     event_hash = chained.event_hash
     event_id = bytes.fromhex(event.event_id)
     conn.execute(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from evidenceos.core.leafmac import leaf_mac_key
 from evidenceos.core.sth import compute_key_id, private_key_from_seed, public_key_bytes
 from evidenceos.errors import KeyFileError
 from evidenceos.ids import KeyId
@@ -42,6 +43,13 @@ class Keyring:
     @property
     def active_public_key(self) -> bytes:
         return self.public_keys[self.active_key_id]
+
+    def leaf_mac_keys(self) -> dict[KeyId, bytes]:
+        """The leaf-MAC key of every signing key (core.leafmac), derived from its seed."""
+        return {
+            key_id: leaf_mac_key(private.private_bytes_raw())
+            for key_id, private in self.private_keys.items()
+        }
 
 
 def _read_seed(path: Path) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import apsw
@@ -28,8 +28,9 @@ _sha256 = hashlib.sha256
 _SIZE = "SELECT ifnull(max(leaf_index) + 1, 0) FROM log_leaves"
 _INSERT_LEAF = (
     "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms, "
-    "subtree_hashes) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "subtree_hashes, tail_mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+LeafMac = Callable[[int, bytes], bytes]  # (leaf index, leaf hash) -> MAC (core.leafmac)
 _LEAF_HASH = "SELECT leaf_hash FROM log_leaves WHERE leaf_index = ?"
 _NODE_HASH = "SELECT substr(subtree_hashes, ?, 32) FROM log_leaves WHERE leaf_index = ?"
 _LEAF = (
@@ -96,6 +97,7 @@ def append_leaf(
     now_ms: int,
     index_hint: int | None = None,
     known: dict[tuple[int, int], bytes] | None = None,
+    mac: LeafMac | None = None,
 ) -> Leaf:
     """Append one entry with the hashes of every perfect subtree it completes (the hot path of
     every write: one read per completed level not in ``known``, and one insert).
@@ -105,14 +107,15 @@ def append_leaf(
     trigger refuses any index but the size, and a too-large guess finds missing rows first;
     either way the append is redone from the size read from the table. ``known`` maps
     ``(level, index)`` to node hashes the caller knows to be stored in this transaction; it is
-    consulted before reading and receives the new leaf and subtrees (cleared on a wrong guess)."""
+    consulted before reading and receives the new leaf and subtrees (cleared on a wrong guess).
+    ``mac`` authenticates the row for the time no signed head covers it (``tail_mac``)."""
     if index_hint is not None:
         try:
-            return _append_at(conn, index_hint, kind, payload, now_ms, known)
+            return _append_at(conn, index_hint, kind, payload, now_ms, known, mac)
         except (apsw.ConstraintError, LogIntegrityError):
             if known is not None:
                 known.clear()
-    return _append_at(conn, tree_size(conn), kind, payload, now_ms, known)
+    return _append_at(conn, tree_size(conn), kind, payload, now_ms, known, mac)
 
 
 def _append_at(
@@ -122,6 +125,7 @@ def _append_at(
     payload: bytes,
     now_ms: int,
     known: dict[tuple[int, int], bytes] | None,
+    mac: LeafMac | None,
 ) -> Leaf:
     leaf_hash = merkle.hash_leaf(payload)
     payload_sha256 = _sha256(payload).digest()
@@ -147,6 +151,7 @@ def _append_at(
             payload_sha256,
             now_ms,
             b"".join([h for _, _, h in completed]),
+            None if mac is None else mac(index, leaf_hash),
         ),
     )
     if known is not None:
@@ -194,6 +199,16 @@ def iter_leaves(conn: Connection, start: int = 0) -> Iterator[Leaf]:
         yield Leaf(*row)
 
 
+def iter_tail_macs(conn: Connection, start: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """``(leaf_index, leaf_hash, tail_mac)`` of every leaf from ``start`` on."""
+    for index, leaf_hash, mac in conn.execute(
+        "SELECT leaf_index, leaf_hash, tail_mac FROM log_leaves WHERE leaf_index >= ? "
+        "ORDER BY leaf_index",
+        (start,),
+    ):
+        yield int(index), bytes(leaf_hash), None if mac is None else bytes(mac)
+
+
 def iter_subtree_hashes(conn: Connection) -> Iterator[tuple[int, bytes]]:
     """``(leaf_index, subtree_hashes)`` of every leaf, in index order."""
     for index, hashes in conn.execute(
@@ -212,6 +227,19 @@ def latest_head(conn: Connection) -> SignedTreeHead | None:
         return None
     size, root, signature, key_id = row
     return SignedTreeHead(tree_size=size, root_hash=root, signature=signature, key_id=key_id)
+
+
+def head_at(conn: Connection, tree_size: int, key_id: bytes) -> SignedTreeHead | None:
+    """The stored head of ``tree_size`` under ``key_id`` (at most one: UNIQUE)."""
+    row = conn.execute(
+        "SELECT tree_size, root_hash, signature, key_id FROM signed_tree_heads "
+        "WHERE tree_size = ? AND key_id = ?",
+        (tree_size, key_id),
+    ).fetchone()
+    if row is None:
+        return None
+    size, root, signature, found_key = row
+    return SignedTreeHead(tree_size=size, root_hash=root, signature=signature, key_id=found_key)
 
 
 def insert_head(conn: Connection, head: SignedTreeHead, now_ms: int) -> None:

@@ -15,9 +15,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from evidenceos.errors import InvalidArgument, LogIntegrityError, NotFound
+from evidenceos.ids import KeyId
 from evidenceos.service.log_service import SIGN_EVERY_LEAVES, LogService
 from evidenceos.store.db import DB_FILENAME, Store
-from evidenceos.store.keys import load_keyring, rotate_key
+from evidenceos.store.keys import load_keyring, rotate_key, write_active_key_id
 from tests.support import merkle_naive
 
 
@@ -224,8 +225,29 @@ def test_start_check_rehashes_the_unsigned_tail(data_dir: Path) -> None:
         "log_leaves_no_update",
     )
     with Store(data_dir) as store:
+        keyring = load_keyring(data_dir, allow_generate=False)
         with pytest.raises(LogIntegrityError, match=r"merkle node \(level 3, index 0\) hash"):
+            LogService(store, keyring).verify_on_start()
+        with pytest.raises(LogIntegrityError, match="without the signing keys"):
             LogService(store, None).verify_on_start()
+
+
+def test_start_check_refuses_tail_leaves_written_without_the_key(data_dir: Path) -> None:
+    """Someone with write access to the database but not the keys: clean stop, flip
+    meta.log_open back to 1, insert a well-formed leaf. The leaf carries no valid MAC."""
+    store, service = _open(data_dir)
+    with store:
+        service.append_entry({"kind": "test", "i": 0})
+        service.append_entry({"kind": "test", "i": 1})
+        service.close()
+    conn = apsw.Connection(str(data_dir / DB_FILENAME))
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'log_open'")
+    conn.close()
+    _insert_leaf_outside(data_dir, 2)
+    with Store(data_dir) as store:
+        service = LogService(store, load_keyring(data_dir, allow_generate=False))
+        with pytest.raises(LogIntegrityError, match="leaf 2 follows the last signed tree head"):
+            service.verify_on_start()
 
 
 def _tamper(data_dir: Path, sql: str, trigger: str) -> None:
@@ -415,3 +437,19 @@ def test_remembered_nodes_are_dropped_after_a_rollback_and_another_writer(data_d
             LogService(other, keyring).append_entry({"kind": "test", "i": "other"})
         assert service.append_entry({"kind": "test", "i": 3}).leaf_index == 3
         _assert_naive_tree(store, service)
+
+
+def test_rotating_back_to_an_earlier_key_reuses_its_stored_head(data_dir: Path) -> None:
+    store, service = _open(data_dir)
+    first = service.signed_tree_head().key_id
+    store.close()
+    rotate_key(data_dir)
+    _open(data_dir)[0].close()  # the same tree, now also signed under the new key
+    write_active_key_id(data_dir / "keys", KeyId(bytes(first)))
+    store, service = _open(data_dir)
+    with store:
+        commits: list[int] = []
+        store.add_commit_listener(lambda size, _s: commits.append(size))
+        for _ in range(5):
+            assert service.signed_tree_head().key_id == first
+        assert commits == []  # the stored head under the active key is current: reads only

@@ -113,3 +113,22 @@ def test_schema_dir_lists_every_migration() -> None:
         assert (REPO_ROOT / "schema" / name).read_bytes() == (
             REPO_ROOT / "evidenceos/store/migrations" / name
         ).read_bytes()
+
+
+def test_state_json_head_covers_every_leaf_of_its_snapshot(
+    populated: tuple[Store, LogService, Exporter], data_dir: Path
+) -> None:
+    """A commit landing between signing the head and reading the snapshot must not leave
+    state.json with leaves its head does not prove: the exporter signs again."""
+    store, service, _ = populated
+    raced: list[int] = []
+
+    def sign_then_race() -> None:
+        service.signed_tree_head()
+        if not raced:  # another request commits a leaf right after the head was signed
+            raced.append(service.append_entry({"kind": "test", "i": "raced"}).leaf_index)
+
+    with store:
+        Exporter(store, data_dir, sign_head=sign_then_race).export_state()
+        doc = json.loads((data_dir / "state.json").read_text())
+        assert raced and doc["log"]["tree_size"] == service.tree_size() == raced[0] + 1

@@ -84,3 +84,34 @@ def test_governance_leaves_use_the_partial_index(tmp_path: Path) -> None:
             )
         )
     assert "log_leaves_governance_idx" in plan
+
+
+def test_an_edit_made_before_the_upgrade_still_shows_after_it(tmp_path: Path) -> None:
+    """The upgrade records a new schema cookie; it must not hide an outside DDL edit made
+    before it (start-up would skip the full re-hash)."""
+    _old_layout_db(tmp_path / DB_FILENAME, 8)
+    conn = apsw.Connection(str(tmp_path / DB_FILENAME))
+    with conn:  # our cookie for schema 4, as a daemon of that version recorded it
+        conn.execute(
+            "INSERT INTO meta VALUES ('schema_cookie', ?)",
+            (str(conn.execute("PRAGMA schema_version").get),),
+        )
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'log_leaves_no_update'").get
+    conn.execute("DROP TRIGGER log_leaves_no_update")  # what editing a leaf takes
+    conn.execute(str(sql))
+    conn.close()
+    with Store(tmp_path) as store:
+        assert not store.schema_cookie_matches()
+
+
+def test_an_untouched_database_keeps_a_matching_cookie_across_the_upgrade(tmp_path: Path) -> None:
+    _old_layout_db(tmp_path / DB_FILENAME, 8)
+    conn = apsw.Connection(str(tmp_path / DB_FILENAME))
+    with conn:
+        conn.execute(
+            "INSERT INTO meta VALUES ('schema_cookie', ?)",
+            (str(conn.execute("PRAGMA schema_version").get),),
+        )
+    conn.close()
+    with Store(tmp_path) as store:
+        assert store.schema_cookie_matches()

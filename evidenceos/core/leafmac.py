@@ -1,0 +1,31 @@
+"""Authenticating leaves that no signed tree head covers yet (decision D-F3).
+
+Heads are signed lazily, so after a crash up to 255 leaves can follow the last head. Each leaf
+row carries ``HMAC-SHA256(K, u64be(index) ‖ leaf_hash)`` with ``K`` derived from the signing
+seed; start-up accepts an unsigned tail only when every MAC verifies, so rows inserted with
+plain ``sqlite3`` by someone without the key are refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+
+_DOMAIN = b"evidenceos:leaf-mac:v1"
+
+
+def leaf_mac_key(seed: bytes) -> bytes:
+    """The MAC key of one signing key (its 32-byte Ed25519 seed); never stored."""
+    return hmac.digest(seed, _DOMAIN, "sha256")
+
+
+def leaf_mac(key: bytes, index: int, leaf_hash: bytes) -> bytes:
+    return hmac.digest(key, struct.pack(">Q", index) + leaf_hash, "sha256")
+
+
+def verifies(keys: list[bytes], index: int, leaf_hash: bytes, mac: bytes | None) -> bool:
+    """True when ``mac`` is the leaf's MAC under one of ``keys`` (any key of the keyring may
+    have been active when the leaf was appended)."""
+    if mac is None:
+        return False
+    return any(hmac.compare_digest(leaf_mac(key, index, leaf_hash), mac) for key in keys)

@@ -1,0 +1,1 @@
+../evidenceos/store/migrations/0006_leaf_macs.sql
