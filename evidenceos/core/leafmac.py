@@ -8,6 +8,7 @@ plain ``sqlite3`` by someone without the key are refused.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
 
@@ -21,6 +22,25 @@ def leaf_mac_key(seed: bytes) -> bytes:
 
 def leaf_mac(key: bytes, index: int, leaf_hash: bytes) -> bytes:
     return hmac.digest(key, struct.pack(">Q", index) + leaf_hash, "sha256")
+
+
+class LeafMacer:
+    """``leaf_mac`` with the key's HMAC pads hashed once (every append computes one MAC; this
+    halves its cost). The key is 32 bytes, shorter than SHA-256's block, as HMAC requires."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def __call__(self, index: int, leaf_hash: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(struct.pack(">Q", index) + leaf_hash)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def verifies(keys: list[bytes], index: int, leaf_hash: bytes, mac: bytes | None) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from evidenceos.core import leafmac, merkle
 from evidenceos.core.canonical import encode_entry
-from evidenceos.core.leafmac import leaf_mac
+from evidenceos.core.leafmac import LeafMacer
 from evidenceos.core.sth import SignedTreeHead, sign_tree_head, verify_tree_head
 from evidenceos.errors import (
     EvidenceOSError,
@@ -120,8 +120,7 @@ class LogService:
         self._mac: log_table.LeafMac | None = None
         if keyring is not None:
             store.add_pre_commit_hook(self._sign_if_due)
-            mac_key = keyring.leaf_mac_keys()[keyring.active_key_id]
-            self._mac = lambda index, leaf_hash: leaf_mac(mac_key, index, leaf_hash)
+            self._mac = LeafMacer(keyring.leaf_mac_keys()[keyring.active_key_id])
 
     @property
     def _keyring(self) -> Keyring:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from evidenceos.core.leafmac import leaf_mac, leaf_mac_key, verifies
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evidenceos.core.leafmac import LeafMacer, leaf_mac, leaf_mac_key, verifies
 
 SEED_A, SEED_B = bytes(range(32)), bytes(range(1, 33))
 LEAF = hashlib.sha256(b"\x00leaf").digest()
@@ -27,3 +30,13 @@ def test_verifies_only_the_same_index_hash_and_a_known_key() -> None:
     assert not verifies([a], 7, hashlib.sha256(b"other").digest(), mac)
     assert not verifies([a], 7, LEAF, None)
     assert not verifies([], 7, LEAF, mac)
+
+
+@given(
+    st.binary(min_size=32, max_size=32),
+    st.integers(0, 2**64 - 1),
+    st.binary(min_size=32, max_size=32),
+)
+def test_precomputed_pads_give_the_same_mac(seed: bytes, index: int, leaf_hash: bytes) -> None:
+    key = leaf_mac_key(seed)
+    assert LeafMacer(key)(index, leaf_hash) == leaf_mac(key, index, leaf_hash)
