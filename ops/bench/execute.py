@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ops.bench import BenchResult, Check, median, percentile
+from ops.bench._server import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,70 +155,11 @@ def prepare_data_dir(data_dir: Path) -> None:
     path.write_text(json.dumps(EPOCH_CONFIG), encoding="utf-8")
 
 
-class _Server:
-    """A spawned server process that logs a JSON ``"event": "serving"`` line with ``listen``."""
-
+class _Server(ServerProcess):
     def __init__(self, args: Sequence[str], env: Mapping[str, str], cwd: Path | None = None):
-        self.lines: list[str] = []
-        self.serving: dict[str, Any] | None = None
-        self._ready = threading.Event()
-        self.proc = subprocess.Popen(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(env),
-            cwd=cwd,
+        super().__init__(
+            args, env, cwd, serving_timeout_s=SERVING_TIMEOUT_S, stop_timeout_s=STOP_TIMEOUT_S
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if len(self.lines) < 10_000:
-                self.lines.append(line.rstrip("\n"))
-            if self._ready.is_set():
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict) and doc.get("event") == "serving" and "listen" in doc:
-                self.serving = doc
-                self._ready.set()
-        self._ready.set()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_serving(self) -> str:
-        if not self._ready.wait(SERVING_TIMEOUT_S) or self.serving is None:
-            self.kill()
-            raise RuntimeError(f"{self.proc.args!r} never served; stderr tail:\n{self.tail()}")
-        return str(self.serving["listen"])
-
-    def tail(self, lines: int = 20) -> str:
-        return "\n".join(self.lines[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise RuntimeError(f"{self.proc.args!r} did not stop after SIGTERM") from None
-        self._reader.join(5)
-        if code != 0:
-            raise RuntimeError(f"{self.proc.args!r} exited with {code}; stderr:\n{self.tail()}")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
 
 
 def stop_all(*servers: _Server) -> None:

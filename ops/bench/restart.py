@@ -21,13 +21,10 @@ start-up.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +38,7 @@ from evidenceos.service.log_service import LogService
 from evidenceos.store.db import Store
 from ops.bench import BenchResult, Check, fmt_leaves, median
 from ops.bench._build import BuildCache
+from ops.bench._server import ServerProcess
 
 RESTART_BUDGET_S = 2.0
 RSS_BUDGET_MB = 150.0
@@ -96,70 +94,28 @@ def _proc_status_mb(pid: int, field_name: str) -> float:
     raise RuntimeError(f"{field_name} missing from /proc/{pid}/status")
 
 
-class _Daemon:
-    """One spawned ``evidenceosd``: its stderr parsed for the serving line, stopped by SIGTERM."""
+class _Daemon(ServerProcess):
+    """One spawned ``evidenceosd``, timed from spawn; ``stop`` returns the seconds it took."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.lines: list[str] = []
-        self.listen: str | None = None
-        self.tree_size: int | None = None
-        self._serving = threading.Event()
         self.started_at = time.perf_counter()
         self.spawned_ns = time.time_ns()
-        self.proc = subprocess.Popen(
+        super().__init__(
             daemon_command(data_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            {**os.environ, "PYTHONUNBUFFERED": "1"},
+            serving_timeout_s=SERVING_TIMEOUT_S,
+            stop_timeout_s=STOP_TIMEOUT_S,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            if self._serving.is_set():
-                continue
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict) and doc.get("event") == "serving" and "listen" in doc:
-                self.listen = str(doc["listen"])
-                size = doc.get("tree_size")
-                self.tree_size = int(size) if isinstance(size, int) else None
-                self._serving.set()
-        self._serving.set()  # EOF: the daemon exited; wait_serving() reports why
+    @property
+    def tree_size(self) -> int | None:
+        size = (self.serving or {}).get("tree_size")
+        return size if isinstance(size, int) else None
 
-    def wait_serving(self) -> str:
-        if not self._serving.wait(SERVING_TIMEOUT_S) or self.listen is None:
-            self.kill()
-            tail = "\n".join(self.lines[-20:])
-            raise RuntimeError(f"evidenceosd never logged 'serving'; stderr tail:\n{tail}")
-        return self.listen
-
-    def stop(self) -> float:
-        """SIGTERM and wait for a clean exit; seconds it took."""
+    def stop(self) -> float:  # type: ignore[override]
         started = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise RuntimeError(f"evidenceosd did not stop within {STOP_TIMEOUT_S:.0f} s") from None
-        self._reader.join(5)
-        if code != 0:
-            tail = "\n".join(self.lines[-20:])
-            raise RuntimeError(f"evidenceosd exited with {code}; stderr tail:\n{tail}")
+        super().stop()
         return time.perf_counter() - started
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
 
 
 def _first_health(listen: str, started_at: float) -> tuple[grpc.Channel, float]:
