@@ -8,11 +8,13 @@ plain ``sqlite3`` by someone without the key are refused.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 
+from evidenceos.core import sha256
+
 _DOMAIN = b"evidenceos:leaf-mac:v1"
+_U64 = struct.Struct(">Q").pack
 
 
 def leaf_mac_key(seed: bytes) -> bytes:
@@ -32,15 +34,16 @@ class LeafMacer:
 
     def __init__(self, key: bytes) -> None:
         block = key.ljust(64, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self._inner = sha256.small(bytes(b ^ 0x36 for b in block))
+        self._outer = sha256.small(bytes(b ^ 0x5C for b in block))
 
     def __call__(self, index: int, leaf_hash: bytes) -> bytes:
         inner = self._inner.copy()
-        inner.update(struct.pack(">Q", index) + leaf_hash)
+        inner.update(_U64(index) + leaf_hash)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.digest()
+        mac: bytes = outer.digest()
+        return mac
 
 
 def verifies(keys: list[bytes], index: int, leaf_hash: bytes, mac: bytes | None) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
+from evidenceos.core import sha256
 from evidenceos.errors import (
     ConsistencyProofError,
     InclusionProofError,
@@ -59,12 +60,12 @@ Only ever called for subtrees that are complete within the tree size being asked
 
 def hash_leaf(entry: bytes) -> LeafHash:
     """Leaf hash ``H(0x00 || entry)``; the prefix keeps leaves and interior nodes apart."""
-    return LeafHash(hashlib.sha256(_LEAF_PREFIX + entry).digest())
+    return LeafHash(sha256.digest(_LEAF_PREFIX + entry))
 
 
 def hash_children(left: bytes, right: bytes) -> bytes:
     """Interior node hash ``H(0x01 || left || right)`` (RFC 6962 §2.1)."""
-    return hashlib.sha256(_NODE_PREFIX + left + right).digest()
+    return sha256.digest(_NODE_PREFIX + left + right)
 
 
 def _split(n: int) -> int:
@@ -178,12 +179,14 @@ def completed_subtrees(
     if leaf_index < 0:
         raise InvalidArgument(f"leaf index must be >= 0, got {leaf_index}")
     _check_width("leaf hash", leaf_hash, InvalidArgument)
-    tree = _Tree(get_node)
     completed: list[tuple[int, int, bytes]] = []
     current = leaf_hash
     level, index = 0, leaf_index
-    while index & 1:
-        current = hash_children(tree.node(level, index - 1), current)
+    while index & 1:  # every append runs this: _Tree.node's check, without the object
+        left = get_node(level, index - 1)
+        if len(left) != HASH_SIZE:
+            _Tree(get_node).node(level, index - 1)  # raises the damage error
+        current = sha256.digest(_NODE_PREFIX + left + current)
         level += 1
         index >>= 1
         completed.append((level, index, current))

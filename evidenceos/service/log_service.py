@@ -40,7 +40,7 @@ Clock = Callable[[], int]
 Progress = Callable[[int], None]
 
 SIGN_EVERY_LEAVES = 256  # at every commit the unsigned tail is shorter than this
-_KNOWN_MAX = 4096  # remembered nodes before starting over (a frontier needs ~2 log2(n))
+_KNOWN_MAX = 4096  # remembered nodes before starting over (the frontier is ~log2(n) nodes)
 
 EXPECTED_TRIGGERS = (
     "log_leaves_dense",

@@ -5,8 +5,9 @@ caller that finds it idle and nobody queued commits its own mutation on its own 
 hand-off: the single-caller latency is one ``COMMIT``); otherwise the mutation queues and the
 writer thread runs queued functions in groups inside one ``BEGIN IMMEDIATE`` transaction (group
 commit). Either way the caller is woken only after ``COMMIT`` returned — the durable-before-ack
-point. In a group each function runs inside its own savepoint, so one failing mutation rolls back
-alone and the rest still commit. Readers use per-thread connections with ``query_only`` on.
+point (a group's callers are woken during the next group's ``COMMIT``, D-F11). In a group each
+function runs inside its own savepoint, so one failing mutation rolls back alone and the rest
+still commit. Readers use per-thread connections with ``query_only`` on.
 
 apsw exceptions stop here: :func:`translate_errors` turns them into domain errors.
 """
@@ -45,6 +46,7 @@ APPLICATION_ID = 0x45564F53  # "EVOS": marks the file as ours
 BUSY_TIMEOUT_MS = 5000
 MIN_SQLITE = (3, 44, 0)  # migration 0005: group_concat(... ORDER BY ...), unhex()
 MAX_GROUP = 256
+HOLD_WAKEUPS_S = 0.001  # longest a committed group's callers wait for the next group's COMMIT
 
 log = logging.getLogger("evidenceos.store")
 
@@ -234,6 +236,19 @@ class _Job:
         raise self._value
 
 
+_Outcomes = list[tuple[_Job, bool, Any]]
+
+
+def _wake_callers(outcomes: _Outcomes) -> None:
+    """Hand committed outcomes to their callers (each once: the list is emptied)."""
+    for job, ok, value in outcomes:
+        if ok:
+            job.set_result(value)
+        else:
+            job.set_exception(value)
+    outcomes.clear()
+
+
 class _TransactionLost(Exception):
     """SQLite rolled the whole write transaction back under a failing job (SQLITE_FULL,
     SQLITE_IOERR): the group cannot commit; every job in it gets ``cause``."""
@@ -293,21 +308,22 @@ class Store:
         own (two statements less each), and if one fails anyway the whole group fails with it."""
         if self._stopping:
             raise Unavailable("store is closed")
-        job = _Job(fn, isolated)
         if not self._pending and self._commit_lock.acquire(blocking=False):
             try:  # idle writer, nobody waiting: commit on this thread
                 if self._stopping:
                     raise Unavailable("store is closed")
-                self._commit_group([job])
+                value: T = self._commit_one(fn)
             finally:
                 self._commit_lock.release()
-        else:
-            self._pending.append(job)  # deque appends are atomic; cheaper than queue.Queue
+            return value
+        job = _Job(fn, isolated)
+        self._pending.append(job)  # deque appends are atomic; cheaper than queue.Queue
+        if not self._wake.is_set():  # set and not yet cleared: the writer will see this job
             self._wake.set()
-            if self._writer_gone():  # raced with close()
-                with contextlib.suppress(ValueError):  # ValueError: close() already failed it
-                    self._pending.remove(job)
-                    raise Unavailable("store is closed")
+        if self._writer_gone():  # raced with close()
+            with contextlib.suppress(ValueError):  # ValueError: close() already failed it
+                self._pending.remove(job)
+                raise Unavailable("store is closed")
         result: T = job.result()
         return result
 
@@ -320,39 +336,106 @@ class Store:
             self._wake.wait()
             self._wake.clear()
             with self._commit_lock:
+                held: _Outcomes = []
                 while pending:
                     group = [pending.popleft()]
                     while pending and len(group) < MAX_GROUP:
                         group.append(pending.popleft())
-                    self._commit_group(group)
+                    held = self._commit_group(group, held)
+                _wake_callers(held)  # nothing left to overlap their wake-up with
             if self._stopping and not pending:
                 return
 
-    def _commit_group(self, group: list[_Job]) -> None:
-        conn = self._writer
+    def _begin(self, conn: Connection) -> float:
         started = time.perf_counter()
-        results: list[tuple[_Job, bool, Any]] = []
         try:
-            with translate_errors(conn):
-                if conn.in_transaction:  # a failed ROLLBACK left one open: never build on it
+            if conn.in_transaction:  # a failed ROLLBACK left one open: never build on it
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.data_version() != self._data_version:  # another connection committed
+                self.generation += 1
+        except apsw.Error as exc:
+            raise _domain_error(exc, conn) from exc
+        return started
+
+    def _committed(self, conn: Connection, size: int, started: float) -> None:
+        try:
+            self._data_version = conn.data_version()
+        except apsw.Error:  # unknown: the next transaction assumes someone else wrote
+            self._data_version = None
+        self.last_group_size = size
+        if self._listeners:
+            elapsed = time.perf_counter() - started
+            for listener in self._listeners:
+                try:
+                    listener(size, elapsed)
+                except Exception:  # a listener must never fail a committed write
+                    log.exception("commit listener failed")
+
+    def _commit_one(self, fn: Callable[[Connection], T]) -> T:
+        """A group of one on the caller's thread, without a job: the same transaction and
+        outcomes as :meth:`_commit_group` gives a lone job (``fn``'s own error as it is, a hook
+        or COMMIT failure as a storage error), minus the hand-over."""
+        conn = self._writer
+        started = self._begin(conn)
+        ran = False
+        try:
+            value = fn(conn)
+            ran = True
+            for hook in self._hooks:
+                hook(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:  # nothing of the transaction survives
+            self.generation += 1
+            error: BaseException = exc
+            if isinstance(exc, apsw.Error):
+                error = _domain_error(exc, conn)  # before ROLLBACK resets the OS error
+            elif ran and isinstance(exc, Exception) and not isinstance(exc, EvidenceOSError):
+                error = StorageError(str(exc))
+            with contextlib.suppress(apsw.Error):
+                if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-                if conn.data_version() != self._data_version:  # another connection committed
-                    self.generation += 1
+            if error is exc:
+                raise
+            raise error from exc
+        self._committed(conn, 1, started)
+        return value
+
+    def _commit_group(self, group: list[_Job], held: _Outcomes) -> _Outcomes:
+        """Commit ``group`` in one transaction; return its outcomes, for the caller to wake.
+
+        ``held`` are the committed outcomes of the previous group. Their callers are woken only
+        right before this group's COMMIT (or after HOLD_WAKEUPS_S of its work): a woken caller
+        needs the GIL, and this way they take it while the COMMIT's fsync has let go of it,
+        instead of taking it from the writer a statement at a time while it runs this group.
+        """
+        try:
+            return self._run_group(group, held)
+        finally:
+            _wake_callers(held)
+
+    def _run_group(self, group: list[_Job], held: _Outcomes) -> _Outcomes:
+        conn = self._writer
+        results: _Outcomes = []
+        try:
+            started = self._begin(conn)
         except EvidenceOSError as exc:
             for job in group:
                 job.set_exception(exc)
-            return
+            return []
         try:
             if len(group) == 1:  # alone in the transaction: no savepoint needed
                 ok, value = self._run_alone(conn, group[0].fn)
                 if not ok:
                     self.generation += 1
                     group[0].set_exception(value)
-                    return
+                    return []
                 results.append((group[0], True, value))
             else:
+                deadline = started + HOLD_WAKEUPS_S
                 for job in group:
+                    if held and time.perf_counter() > deadline:
+                        _wake_callers(held)
                     if not job.isolated:
                         results.append((job, True, self._run_unisolated(conn, job.fn)))
                         continue
@@ -363,8 +446,8 @@ class Store:
             with translate_errors(conn):
                 for hook in self._hooks:
                     hook(conn)
+                _wake_callers(held)
                 conn.execute("COMMIT")
-            self._data_version = conn.data_version()
         except BaseException as exc:  # a hook or COMMIT failed: nothing of the group survives
             self.generation += 1
             with contextlib.suppress(apsw.Error):
@@ -377,19 +460,9 @@ class Store:
                     job.set_exception(error)
             if not isinstance(exc, Exception):
                 raise
-            return
-        self.last_group_size = len(group)
-        elapsed = time.perf_counter() - started
-        for listener in self._listeners:
-            try:
-                listener(len(group), elapsed)
-            except Exception:  # a listener must never fail a committed write
-                log.exception("commit listener failed")
-        for job, ok, value in results:
-            if ok:
-                job.set_result(value)
-            else:
-                job.set_exception(value)
+            return []
+        self._committed(conn, len(group), started)
+        return results
 
     @staticmethod
     def _run_alone(conn: Connection, fn: WriteFn) -> tuple[bool, Any]:

@@ -13,18 +13,16 @@ Functions take a connection and never open or commit transactions: the caller's 
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import apsw
 
-from evidenceos.core import merkle
+from evidenceos.core import merkle, sha256
 from evidenceos.core.sth import SignedTreeHead
 from evidenceos.errors import LogIntegrityError, NotFound, StorageError
 from evidenceos.store.db import Connection
 
-_sha256 = hashlib.sha256
 _SIZE = "SELECT ifnull(max(leaf_index) + 1, 0) FROM log_leaves"
 _INSERT_LEAF = (
     "INSERT INTO log_leaves(leaf_index, kind, payload, leaf_hash, payload_sha256, appended_at_ms, "
@@ -51,8 +49,10 @@ _UPSERT_KEY = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):
+    """One log row (a named tuple: built on every append, where a frozen dataclass costs twice
+    as much)."""
+
     leaf_index: int
     kind: str
     payload: bytes
@@ -106,8 +106,9 @@ def append_leaf(
     (after a rollback, or another process's append) cannot land: the ``log_leaves_dense``
     trigger refuses any index but the size, and a too-large guess finds missing rows first;
     either way the append is redone from the size read from the table. ``known`` maps
-    ``(level, index)`` to node hashes the caller knows to be stored in this transaction; it is
-    consulted before reading and receives the new leaf and subtrees (cleared on a wrong guess).
+    ``(level, index)`` to node hashes the caller knows to be stored; an append takes the left
+    siblings it needs out of it (reading the rest) and puts in the left children it stores, so
+    it holds the frontier of the tree: ~log2(n) nodes (cleared on a wrong guess).
     ``mac`` authenticates the row for the time no signed head covers it (``tail_mac``)."""
     if index_hint is not None:
         try:
@@ -128,19 +129,18 @@ def _append_at(
     mac: LeafMac | None,
 ) -> Leaf:
     leaf_hash = merkle.hash_leaf(payload)
-    payload_sha256 = _sha256(payload).digest()
+    payload_sha256 = sha256.digest(payload)
     completed: list[tuple[int, int, bytes]] = []
     if index & 1:  # an odd index completes at least one subtree
-        read = _reader(conn)
         if known is not None:
-            get = known.get
+            take = known.pop  # each left sibling is read once, by the append completing it
 
             def read_known(level: int, node: int) -> bytes:
-                return get((level, node)) or read(level, node)
+                return take((level, node), None) or _read_node(conn, level, node)
 
             completed = merkle.completed_subtrees(index, leaf_hash, read_known)
         else:
-            completed = merkle.completed_subtrees(index, leaf_hash, read)
+            completed = merkle.completed_subtrees(index, leaf_hash, _reader(conn))
     conn.execute(
         _INSERT_LEAF,
         (
@@ -150,14 +150,16 @@ def _append_at(
             leaf_hash,
             payload_sha256,
             now_ms,
-            b"".join([h for _, _, h in completed]),
+            b"".join([h for _, _, h in completed]) if completed else b"",
             None if mac is None else mac(index, leaf_hash),
         ),
     )
-    if known is not None:
-        known[0, index] = leaf_hash
+    if known is not None:  # left children only: a right child is never read again
+        if not index & 1:
+            known[0, index] = leaf_hash
         for level, node, node_hash in completed:
-            known[level, node] = node_hash
+            if not node & 1:
+                known[level, node] = node_hash
     return Leaf(index, kind, payload, leaf_hash, payload_sha256, now_ms)
 
 

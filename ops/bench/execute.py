@@ -708,19 +708,26 @@ def _instrument(stages: _Stages) -> None:
     stages.wrap(log_service, "encode_entry", "w:log_encode_entry")
     stages.wrap(LogService, "_sign_if_due", "w:sign_head_hook")
     stages.wrap(Store, "write", "store_write_wait")
-    original_commit_group = Store._commit_group
+    # A caller that finds the writer idle commits on its own thread (_commit_one): counted
+    # apart from the writer thread's groups.
+    original_commit_group, original_commit_one = Store._commit_group, Store._commit_one
 
-    def commit_group(self: Any, group: Any) -> None:
-        # A caller that finds the writer idle commits on its own thread: count that apart.
-        on_writer = threading.current_thread().name == "store-writer"
-        stage = "writer_group" if on_writer else "inline_commit"
+    def commit_group(self: Any, group: Any, held: Any) -> Any:
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
-            original_commit_group(self, group)
+            return original_commit_group(self, group, held)
         finally:
-            stages.add(stage, time.perf_counter() - wall0, time.thread_time() - cpu0)
+            stages.add("writer_group", time.perf_counter() - wall0, time.thread_time() - cpu0)
+
+    def commit_one(self: Any, fn: Any) -> Any:
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        try:
+            return original_commit_one(self, fn)
+        finally:
+            stages.add("inline_commit", time.perf_counter() - wall0, time.thread_time() - cpu0)
 
     Store._commit_group = commit_group  # type: ignore[method-assign]
+    Store._commit_one = commit_one  # type: ignore[method-assign]
     stages.wrap(Exporter, "export_all", "bg:export_all")
     stages.wrap(Exporter, "export_state", "bg:export_state")
     stages.wrap(Exporter, "export_etl_log", "bg:export_etl_log")

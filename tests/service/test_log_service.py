@@ -439,6 +439,27 @@ def test_remembered_nodes_are_dropped_after_a_rollback_and_another_writer(data_d
         _assert_naive_tree(store, service)
 
 
+def test_remembered_nodes_are_the_frontier_and_spare_every_read(data_dir: Path) -> None:
+    """An append takes the left siblings it needs from the remembered nodes and keeps only left
+    children: ~log2(n) nodes, and no node is read back from the table."""
+    store, service = _open(data_dir)
+    with store:
+        reads: list[str] = []
+
+        def trace(_cursor: apsw.Cursor, sql: str, _bindings: object) -> bool:
+            reads.append(sql)
+            return True
+
+        service.append_entry({"kind": "test", "i": -1})  # the first append reads the size
+        store._writer.set_exec_trace(trace)
+        for i in range(SIGN_EVERY_LEAVES - 2):  # no head falls due (signing reads nodes)
+            service.append_entry({"kind": "test", "i": i})
+            assert len(service._known) <= (i + 2).bit_length()
+        store._writer.set_exec_trace(None)
+        assert not [sql for sql in reads if sql.lstrip().upper().startswith("SELECT")]
+        _assert_naive_tree(store, service)
+
+
 def test_rotating_back_to_an_earlier_key_reuses_its_stored_head(data_dir: Path) -> None:
     store, service = _open(data_dir)
     first = service.signed_tree_head().key_id

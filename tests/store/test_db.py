@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -11,7 +12,14 @@ import apsw
 import pytest
 
 from evidenceos.errors import AlreadyExists, ConfigError, EvidenceOSError, StorageError
-from evidenceos.store.db import APPLICATION_ID, DB_FILENAME, Store, load_migrations
+from evidenceos.store.db import (
+    APPLICATION_ID,
+    DB_FILENAME,
+    HOLD_WAKEUPS_S,
+    Store,
+    _Job,
+    load_migrations,
+)
 
 
 def test_pragmas_and_schema_version(data_dir: Path) -> None:
@@ -215,3 +223,96 @@ def test_a_failing_unisolated_write_fails_its_whole_group(data_dir: Path) -> Non
         with store.read() as conn:
             assert conn.execute("SELECT count(*) FROM t").get == 6
         assert sizes[-1] == 6  # one group, savepoints or not
+
+
+def _jobs(*fns: object) -> list[_Job]:
+    return [_Job(fn, True) for fn in fns]  # type: ignore[arg-type]
+
+
+def test_a_committed_groups_callers_wake_at_the_next_commit_even_if_it_fails(
+    data_dir: Path,
+) -> None:
+    with Store(data_dir) as store:
+        store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER PRIMARY KEY) STRICT"))
+        first = _jobs(partial(_insert, value=1), partial(_insert, value=2))
+        with store._commit_lock:  # drive the writer's steps on this thread
+            held = store._commit_group(first, [])
+            assert [job.done() for job in first] == [False, False]  # committed, not yet woken
+            with store.read() as conn:
+                assert conn.execute("SELECT count(*) FROM t").get == 2
+
+            def refuse(_conn: apsw.Connection) -> None:
+                raise RuntimeError("hook refuses")
+
+            store.add_pre_commit_hook(refuse)
+            second = _jobs(partial(_insert, value=3), partial(_insert, value=4))
+            assert store._commit_group(second, held) == []
+            store._hooks.remove(refuse)
+        assert [job.result() for job in first] == [None, None]
+        for job in second:
+            with pytest.raises(StorageError, match="hook refuses"):
+                job.result()
+        with store.read() as conn:
+            assert [r[0] for r in conn.execute("SELECT v FROM t ORDER BY v")] == [1, 2]
+
+
+def test_held_callers_wake_once_the_next_group_has_run_for_a_while(data_dir: Path) -> None:
+    with Store(data_dir) as store:
+        store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER PRIMARY KEY) STRICT"))
+        first = _jobs(partial(_insert, value=1))
+        seen: list[bool] = []
+
+        def slow(conn: apsw.Connection) -> None:
+            time.sleep(2 * HOLD_WAKEUPS_S)
+            _insert(conn, 2)
+
+        def look(conn: apsw.Connection) -> None:
+            seen.append(first[0].done())
+            _insert(conn, 3)
+
+        with store._commit_lock:
+            held = store._commit_group(first, [])
+            seen.append(first[0].done())
+            outcomes = store._commit_group(_jobs(slow, look), held)
+        assert seen == [False, True]  # woken during the second group, before its COMMIT
+        assert len(outcomes) == 2
+
+
+def test_the_callers_thread_path_rolls_back_every_kind_of_failure(data_dir: Path) -> None:
+    class Stop(BaseException):
+        pass
+
+    with Store(data_dir) as store:
+        store.write(lambda c: c.execute("CREATE TABLE t(v INTEGER PRIMARY KEY) STRICT"))
+
+        def insert_then(exc: BaseException) -> Callable[[apsw.Connection], None]:
+            def fn(conn: apsw.Connection) -> None:
+                _insert(conn, 7)
+                raise exc
+
+            return fn
+
+        generation = store.generation
+        with pytest.raises(ValueError, match="caller's own"):  # the function's error, as it is
+            store.write(insert_then(ValueError("caller's own")))
+        with pytest.raises(Stop):  # not an Exception: still rolled back, still raised
+            store.write(insert_then(Stop()))
+
+        def insert_twice(conn: apsw.Connection) -> None:
+            _insert(conn, 1)
+            _insert(conn, 1)
+
+        with pytest.raises(AlreadyExists):  # apsw's error, translated
+            store.write(insert_twice)
+
+        def refuse(_conn: apsw.Connection) -> None:
+            raise RuntimeError("hook refuses")
+
+        store.add_pre_commit_hook(refuse)
+        with pytest.raises(StorageError, match="hook refuses"):  # after the function ran
+            store.write(partial(_insert, value=8))
+        store._hooks.remove(refuse)
+        assert store.generation == generation + 4  # every rollback invalidates write caches
+        store.write(partial(_insert, value=9))  # the connection is usable again
+        with store.read() as conn:
+            assert [r[0] for r in conn.execute("SELECT v FROM t")] == [9]
