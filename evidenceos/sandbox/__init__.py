@@ -2,8 +2,8 @@
 
 Public surface: :class:`Sandbox` (engine, module cache, execution, PLN burn), the value types
 :class:`VaultLimits`, :class:`ExecutionResult`, :class:`CompiledModule`, :class:`SandboxStats`,
-:func:`padded_fuel_total`, the ABI fingerprint, and the errors of
-:mod:`evidenceos.sandbox.errors`. Spec 30 §5.
+:func:`padded_fuel_total`, the ABI fingerprint, the errors of :mod:`evidenceos.sandbox.errors`,
+and :func:`gil_fast_path` (whether wasmtime's short foreign calls keep the GIL, D-A5). Spec 30 §5.
 """
 
 from evidenceos.sandbox.engine import (
@@ -31,6 +31,8 @@ from evidenceos.sandbox.errors import (
     OutputTooLarge,
     VaultError,
 )
+from evidenceos.sandbox.ffi_gil import SHORT_RUN_MAX_FUEL, GilStatus
+from evidenceos.sandbox.ffi_gil import status as gil_fast_path
 from evidenceos.sandbox.vault import (
     ABI_FINGERPRINT,
     ExecutionResult,
@@ -42,11 +44,13 @@ from evidenceos.sandbox.vault import (
 __all__ = [
     "ABI_FINGERPRINT",
     "BURN_WASM_MODULE",
+    "SHORT_RUN_MAX_FUEL",
     "ArtefactRejected",
     "BurnFailed",
     "CompiledModule",
     "ExecutionResult",
     "FuelExhausted",
+    "GilStatus",
     "GuestTrap",
     "HostCallbackFailure",
     "InvalidModule",
@@ -65,5 +69,6 @@ __all__ = [
     "SandboxStats",
     "VaultError",
     "VaultLimits",
+    "gil_fast_path",
     "padded_fuel_total",
 ]

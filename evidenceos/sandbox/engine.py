@@ -19,6 +19,7 @@ from typing import Final
 import wasmtime
 
 from evidenceos.errors import FailedPrecondition, InvalidArgument
+from evidenceos.sandbox import ffi_gil
 from evidenceos.sandbox.errors import ArtefactRejected, BurnFailed, InvalidModule
 from evidenceos.sandbox.vault import (
     IMPORT_EMIT_STRUCTURED_CLAIM,
@@ -35,6 +36,8 @@ from evidenceos.sandbox.vault import (
     execute_module,
     has_unit_run_export,
 )
+
+ffi_gil.install()  # keep the GIL across wasmtime's short foreign calls (D-A5)
 
 #: Settings the reference applies (``wasm_config.rs``), spec 30 §5.1: all must exist.
 REQUIRED_ENGINE_SETTINGS: Final[tuple[tuple[str, bool | str], ...]] = (
@@ -344,7 +347,8 @@ class Sandbox:
         store, run = rig.store, rig.run
         store.set_fuel(padding_fuel)
         try:
-            run(store)
+            with ffi_gil.ShortRun(padding_fuel):
+                run(store)
         except wasmtime.Trap as exc:
             if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL and store.get_fuel() == 0:
                 return

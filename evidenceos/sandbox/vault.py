@@ -42,6 +42,7 @@ from evidenceos.sandbox.errors import (
     OutputTooLarge,
     VaultError,
 )
+from evidenceos.sandbox.ffi_gil import ShortRun
 
 WASM_PAGE_BYTES: Final = 65_536
 U32_MAX: Final = 2**32 - 1
@@ -65,6 +66,9 @@ ABI_FINGERPRINT_IMPORTS: Final = (
     ("kernel", IMPORT_ORACLE_BUCKET),
     ("kernel", IMPORT_EMIT_STRUCTURED_CLAIM),
 )
+
+#: What ``emit_structured_claim`` returns (a Val converts faster than an int; never mutated).
+_I32_ZERO: Final = wasmtime.Val.i32(0)
 
 TRACE_DOMAIN: Final = b"evidenceos:judge_trace:v2"
 TRACE_PREVIEW_BYTES: Final = 64
@@ -279,12 +283,12 @@ def _read_guest_memory(
     if length == 0:
         return b""
     # One copy straight out of linear memory (the base moves when memory grows: ask each time).
-    base = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value
+    base = ctypes.c_void_p.from_buffer(memory.data_ptr(caller)).value
     assert base is not None  # noqa: S101 - a memory holding end > 0 bytes has a base
     return ctypes.string_at(base + ptr, length)
 
 
-def _oracle_query(caller: wasmtime.Caller, ptr: int, length: int) -> int:
+def _oracle_query(caller: wasmtime.Caller, ptr: int, length: int) -> wasmtime.Val:
     execution = _active_execution()
     predictions = _read_guest_memory(caller, execution, ptr, length)
     execution.oracle_calls += 1  # counted even when the call then fails (reference)
@@ -303,10 +307,11 @@ def _oracle_query(caller: wasmtime.Caller, ptr: int, length: int) -> int:
     if not 0 <= bucket <= U32_MAX:
         execution.fail(HostCallbackFailure, f"oracle returned bucket {bucket} outside u32")
     execution.records.append(_OracleRecord(hashlib.sha256(predictions).digest(), bucket))
-    return bucket - 2**32 if bucket > 2**31 - 1 else bucket  # the u32 bucket as an i32
+    # The u32 bucket as an i32, as a Val: wasmtime-py converts a Val with one type check fewer.
+    return wasmtime.Val.i32(bucket - 2**32 if bucket > 2**31 - 1 else bucket)
 
 
-def _emit_structured_claim(caller: wasmtime.Caller, ptr: int, length: int) -> int:
+def _emit_structured_claim(caller: wasmtime.Caller, ptr: int, length: int) -> wasmtime.Val:
     execution = _active_execution()
     raw = _read_guest_memory(caller, execution, ptr, length)
     max_output_bytes = execution.limits.max_output_bytes
@@ -328,7 +333,7 @@ def _emit_structured_claim(caller: wasmtime.Caller, ptr: int, length: int) -> in
     execution.kout_bits = kout_bits
     execution.records.append(_EmitRecord(len(canonical), canonical[:TRACE_PREVIEW_BYTES]))
     execution.output = canonical
-    return 0
+    return _I32_ZERO
 
 
 def build_linker(engine: wasmtime.Engine) -> wasmtime.Linker:
@@ -415,18 +420,19 @@ def execute_module(
     max_memory_pages = 0
     _ACTIVE.current = execution
     try:
-        instance = linker.instantiate(store, module)  # a start function runs here, metered
-        if unit_run:
-            exports = instance.exports(store)
-            run = exports[RUN_EXPORT]
-            assert isinstance(run, wasmtime.Func)  # noqa: S101 - unit_run says so
-            memory = exports.get(MEMORY_EXPORT)
-            if isinstance(memory, wasmtime.Memory):
-                execution.memory = memory
-            has_run = True
-            run(store)
-            if isinstance(memory, wasmtime.Memory):
-                max_memory_pages = memory.size(store)
+        with ShortRun(limits.max_fuel):  # fuel bounds the run: keep the GIL if short (D-A5)
+            instance = linker.instantiate(store, module)  # a start function runs here, metered
+            if unit_run:
+                exports = instance.exports(store)
+                run = exports[RUN_EXPORT]
+                assert isinstance(run, wasmtime.Func)  # noqa: S101 - unit_run says so
+                memory = exports.get(MEMORY_EXPORT)
+                if isinstance(memory, wasmtime.Memory):
+                    execution.memory = memory
+                has_run = True
+                run(store)
+                if isinstance(memory, wasmtime.Memory):
+                    max_memory_pages = memory.size(store)
     except Exception as exc:  # noqa: BLE001 — classified below, the host-error slot first
         failure = exc
     finally:

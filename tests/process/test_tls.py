@@ -196,12 +196,17 @@ def health(channel: grpc.Channel) -> str:
     return str(response.status)
 
 
-def accepted_principals(daemon: DaemonProcess, path_suffix: str) -> list[str]:
-    return [
-        str(e["principal_id"])
-        for e in daemon.events("rpc_accepted")
-        if str(e.get("path", "")).endswith(path_suffix)
-    ]
+def expect_accepted(daemon: DaemonProcess, path_suffix: str, principal: str) -> None:
+    """Fails unless the daemon logs a call to ``path_suffix`` accepted as ``principal``. Waits
+    for the line: the log is read in the background, and the shared daemon logged other calls
+    before this test's."""
+    daemon.wait_for_log(
+        lambda e: (
+            e.get("event") == "rpc_accepted"
+            and str(e.get("path", "")).endswith(path_suffix)
+            and e.get("principal_id") == principal
+        )
+    )
 
 
 def grant(channel: grpc.Channel, metadata: Sequence[tuple[str, str]] = ()) -> int:
@@ -251,7 +256,7 @@ def test_mtls_accepts_a_client_certificate_from_its_ca(
         info = pb_grpc.EvidenceOSStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=T)
     assert info.feature_flags.tls_enabled and info.feature_flags.mtls_enabled
     expected = "mtls:" + hashlib.sha256(b"agent-a.clients.test").hexdigest()
-    assert expected in accepted_principals(mtls_daemon, "/GetServerInfo")
+    expect_accepted(mtls_daemon, "/GetServerInfo", expected)
 
 
 def test_mtls_identity_without_san_is_the_der_fingerprint(
@@ -260,7 +265,7 @@ def test_mtls_identity_without_san_is_the_der_fingerprint(
     with secure_channel(mtls_daemon, pki, pki.bare) as channel:
         assert health(channel) == "SERVING"
     expected = "mtls:" + hashlib.sha256(pki.bare.fingerprint.encode()).hexdigest()
-    assert expected in accepted_principals(mtls_daemon, "/Health")
+    expect_accepted(mtls_daemon, "/Health", expected)
 
 
 def test_mtls_refuses_a_client_without_certificate(mtls_daemon: DaemonProcess, pki: Pki) -> None:
