@@ -169,7 +169,14 @@ class LogService:
             self._known.clear()  # another writer or a rollback: re-read what is needed
             self._known_generation = self._store.generation
         leaf = log_table.append_leaf(
-            conn, kind, payload, self._clock(), self._next_index, self._known, self._mac
+            conn,
+            kind,
+            payload,
+            self._clock(),
+            self._next_index,
+            self._known,
+            self._mac,
+            self._store.statements(conn),
         )
         self._next_index = leaf.leaf_index + 1
         if not self._grew:

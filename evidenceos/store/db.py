@@ -286,6 +286,9 @@ class Store:
             self._writer = apsw.Connection(str(self.path))
             _configure(self._writer, writer=True)
             _migrate(self._writer, load_migrations())
+            # The store's own statements (BEGIN, COMMIT, savepoints) reuse one cursor:
+            # Connection.execute makes a new one per statement, ~1.5 µs each after a wait.
+            self._statements = self._writer.cursor()
         self._thread = threading.Thread(target=self._run_writer, name="store-writer", daemon=True)
         self._thread.start()
 
@@ -327,6 +330,11 @@ class Store:
         result: T = job.result()
         return result
 
+    def statements(self, conn: Connection) -> apsw.Cursor:
+        """A cursor for complete statements inside a write function on ``conn``: the writer's
+        reusable one (no cursor built per statement), or a new one on any other connection."""
+        return self._statements if conn is self._writer else conn.cursor()
+
     def _writer_gone(self) -> bool:
         return self._stopping and not self._thread.is_alive()
 
@@ -351,7 +359,7 @@ class Store:
         try:
             if conn.in_transaction:  # a failed ROLLBACK left one open: never build on it
                 conn.execute("ROLLBACK")
-            conn.execute("BEGIN IMMEDIATE")
+            self._statements.execute("BEGIN IMMEDIATE")
             if conn.data_version() != self._data_version:  # another connection committed
                 self.generation += 1
         except apsw.Error as exc:
@@ -384,7 +392,7 @@ class Store:
             ran = True
             for hook in self._hooks:
                 hook(conn)
-            conn.execute("COMMIT")
+            self._statements.execute("COMMIT")
         except BaseException as exc:  # nothing of the transaction survives
             self.generation += 1
             error: BaseException = exc
@@ -447,7 +455,7 @@ class Store:
                 for hook in self._hooks:
                     hook(conn)
                 _wake_callers(held)
-                conn.execute("COMMIT")
+                self._statements.execute("COMMIT")
         except BaseException as exc:  # a hook or COMMIT failed: nothing of the group survives
             self.generation += 1
             with contextlib.suppress(apsw.Error):
@@ -485,10 +493,9 @@ class Store:
         except Exception as exc:
             raise _TransactionLost(exc) from exc
 
-    @staticmethod
-    def _run_savepoint(conn: Connection, fn: WriteFn) -> tuple[bool, Any]:
+    def _run_savepoint(self, conn: Connection, fn: WriteFn) -> tuple[bool, Any]:
         with translate_errors(conn):
-            conn.execute("SAVEPOINT job")
+            self._statements.execute("SAVEPOINT job")
         try:
             with translate_errors(conn):
                 value = fn(conn)
@@ -504,7 +511,7 @@ class Store:
                 raise _TransactionLost(exc) from exc
             return False, exc
         with translate_errors(conn):
-            conn.execute("RELEASE job")
+            self._statements.execute("RELEASE job")
         return True, value
 
     # -- reads --------------------------------------------------------------------------------
@@ -514,20 +521,22 @@ class Store:
         """A per-thread read-only connection inside one read transaction (one snapshot)."""
         if self._closed:
             raise Unavailable("store is closed")
-        conn: Connection | None = getattr(self._local, "conn", None)
+        local = self._local
+        conn: Connection | None = getattr(local, "conn", None)
         if conn is None:
             with translate_errors():
                 conn = apsw.Connection(str(self.path))
                 _configure(conn, writer=False)
-            self._local.conn = conn
+            local.conn, local.statements = conn, conn.cursor()  # a cursor for BEGIN/COMMIT
             with self._readers_lock:
                 self._readers.append(conn)
+        statements = local.statements
         with translate_errors():
-            conn.execute("BEGIN")
+            statements.execute("BEGIN")
             try:
                 yield conn
             finally:
-                conn.execute("COMMIT")
+                statements.execute("COMMIT")
 
     # -- lifecycle ----------------------------------------------------------------------------
 

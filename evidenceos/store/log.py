@@ -98,6 +98,7 @@ def append_leaf(
     index_hint: int | None = None,
     known: dict[tuple[int, int], bytes] | None = None,
     mac: LeafMac | None = None,
+    statements: apsw.Cursor | None = None,
 ) -> Leaf:
     """Append one entry with the hashes of every perfect subtree it completes (the hot path of
     every write: one read per completed level not in ``known``, and one insert).
@@ -109,18 +110,21 @@ def append_leaf(
     ``(level, index)`` to node hashes the caller knows to be stored; an append takes the left
     siblings it needs out of it (reading the rest) and puts in the left children it stores, so
     it holds the frontier of the tree: ~log2(n) nodes (cleared on a wrong guess).
-    ``mac`` authenticates the row for the time no signed head covers it (``tail_mac``)."""
+    ``mac`` authenticates the row for the time no signed head covers it (``tail_mac``).
+    ``statements`` is a cursor on ``conn`` to run the insert with (``Store.statements``)."""
+    insert = statements or conn
     if index_hint is not None:
         try:
-            return _append_at(conn, index_hint, kind, payload, now_ms, known, mac)
+            return _append_at(conn, insert, index_hint, kind, payload, now_ms, known, mac)
         except (apsw.ConstraintError, LogIntegrityError):
             if known is not None:
                 known.clear()
-    return _append_at(conn, tree_size(conn), kind, payload, now_ms, known, mac)
+    return _append_at(conn, insert, tree_size(conn), kind, payload, now_ms, known, mac)
 
 
 def _append_at(
     conn: Connection,
+    insert: Connection | apsw.Cursor,
     index: int,
     kind: str,
     payload: bytes,
@@ -141,7 +145,7 @@ def _append_at(
             completed = merkle.completed_subtrees(index, leaf_hash, read_known)
         else:
             completed = merkle.completed_subtrees(index, leaf_hash, _reader(conn))
-    conn.execute(
+    insert.execute(
         _INSERT_LEAF,
         (
             index,
