@@ -178,22 +178,25 @@ def _fuel_config() -> wasmtime.Config:
     return config
 
 
+def _execute(sandbox: Sandbox, wasm: bytes, max_fuel: int) -> None:
+    """Run ``wasm`` with a one-page memory, a constant oracle and any output accepted."""
+    sandbox.execute(
+        sandbox.compile(wasm),
+        limits=VaultLimits(
+            max_fuel=max_fuel, max_memory_bytes=65_536, max_oracle_calls=1, max_output_bytes=8
+        ),
+        holdout_len=1,
+        oracle=lambda _p: 0,
+        validate_output=lambda raw: (raw, 1),
+    )
+
+
 def test_long_guest_run_releases_the_gil(sandbox: Sandbox, stamps: list[float]) -> None:
     fuel = _loop_fuel_for(0.2)
-    module = sandbox.compile(BURN_WASM_MODULE)
-    limits = VaultLimits(
-        max_fuel=fuel, max_memory_bytes=65_536, max_oracle_calls=1, max_output_bytes=8
-    )
 
     def run() -> None:
         with pytest.raises(FuelExhausted):
-            sandbox.execute(
-                module,
-                limits=limits,
-                holdout_len=1,
-                oracle=lambda _p: 0,
-                validate_output=lambda raw: (raw, 1),
-            )
+            _execute(sandbox, BURN_WASM_MODULE, fuel)
 
     inside, took = _stamps_inside(stamps, run)
     assert took > 4 * MARGIN_S
@@ -269,25 +272,12 @@ def test_host_errors_classify_alike_held_or_released(sandbox: Sandbox, max_fuel:
 
 def test_bulk_memory_is_charged_per_byte(sandbox: Sandbox) -> None:
     """Fuel bounds a held run's time only if bulk memory operations cost fuel per byte."""
-    module = sandbox.compile(
-        bytes(
-            wasmtime.wat2wasm(
-                '(module (memory (export "memory") 1) (func (export "run")'
-                " (memory.fill (i32.const 0) (i32.const 7) (i32.const 65536))))"
-            )
-        )
-    )
-    limits = VaultLimits(
-        max_fuel=1_000_000, max_memory_bytes=65_536, max_oracle_calls=1, max_output_bytes=8
+    fill = wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1) (func (export "run")'
+        " (memory.fill (i32.const 0) (i32.const 7) (i32.const 65536))))"
     )
     with pytest.raises(VaultError) as caught:
-        sandbox.execute(
-            module,
-            limits=limits,
-            holdout_len=1,
-            oracle=lambda _p: 0,
-            validate_output=lambda raw: (raw, 1),
-        )
+        _execute(sandbox, bytes(fill), 1_000_000)
     assert caught.value.fuel_used >= 65_536
 
 
