@@ -8,10 +8,11 @@ integers beyond 2^53 - 1 are written as strings (RFC 8785's range).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +65,21 @@ class CapsuleInputs:
     sealed_preimage_hash: bytes
 
 
+#: The trial commitment of "no trial": version 2, then zeros (arm, ids, parameters, nonce).
+_NO_TRIAL_COMMITMENT_HASH = hashlib.sha256(b"\x02" + bytes(6 + 32 + 16)).hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_hash(output_schema_id: str) -> str:
+    return hashlib.sha256(output_schema_id.encode()).hexdigest()
+
+
 def build_capsule(inputs: CapsuleInputs) -> dict[str, Any]:
     """The capsule object (field list of spec 20 §7.2; trial fields carry "no trial")."""
     ledger = inputs.ledger
     snap = ledger.snapshot()
     output_hash = hashlib.sha256(inputs.canonical_output).hexdigest()
-    schema_hash = hashlib.sha256(inputs.output_schema_id.encode()).hexdigest()
+    holdout_hash = hashlib.sha256(inputs.holdout_handle).hexdigest()
     zero32 = "00" * 32
     return {
         "kind": "capsule",
@@ -88,7 +98,7 @@ def build_capsule(inputs: CapsuleInputs) -> dict[str, Any]:
         "wasm_hash_hex": inputs.wasm_hash.hex(),
         "judge_trace_hash_hex": hashlib.sha256(inputs.judge_trace_hash).hexdigest(),
         "holdout_ref": inputs.holdout_ref,
-        "holdout_commitment_hex": hashlib.sha256(inputs.holdout_handle).hexdigest(),
+        "holdout_commitment_hex": holdout_hash,
         "ledger": {
             "alpha": _num(snap.alpha),
             "log_alpha_target": _num(snap.log_alpha_target),
@@ -126,8 +136,8 @@ def build_capsule(inputs: CapsuleInputs) -> dict[str, Any]:
         "semantic_hash_hex": (inputs.semantic_hash or bytes(32)).hex(),
         "physhir_hash_hex": (inputs.phys_hir_signature_hash or bytes(32)).hex(),
         "lineage_root_hash_hex": inputs.lineage_root_hash.hex(),
-        "output_schema_id_hash_hex": schema_hash,
-        "holdout_handle_hash_hex": hashlib.sha256(inputs.holdout_handle).hexdigest(),
+        "output_schema_id_hash_hex": _schema_hash(inputs.output_schema_id),
+        "holdout_handle_hash_hex": holdout_hash,
         "disagreement_score": 1 if inputs.signals_disagree else 0,
         "semantic_physhir_distance_bits": 0,
         "escalate_to_heavy": inputs.lane == "heavy",
@@ -149,7 +159,7 @@ def build_capsule(inputs: CapsuleInputs) -> dict[str, Any]:
         "trial_intervention_version": "",
         "trial_arm_parameters_hash_hex": zero32,
         "trial_nonce_hex": "00" * 16,
-        "trial_commitment_hash_hex": hashlib.sha256(b"\x02" + bytes(6 + 32 + 16)).hexdigest(),
+        "trial_commitment_hash_hex": _NO_TRIAL_COMMITMENT_HASH,
         "environment_attestations": {
             "runtime_version": RUNTIME_VERSION,
             "aspec_version": ASPEC_VERSION,
@@ -176,7 +186,7 @@ def encode_capsule(capsule: dict[str, Any]) -> bytes:
     if not isinstance(capsule.get("kind"), str) or not capsule["kind"]:
         return encode_entry(capsule)  # let encode_entry refuse it
     try:
-        return _ENCODER.encode(prepared).encode("utf-8")
+        return _encode_prepared(prepared).encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: encode_entry says why
         return encode_entry(capsule)
 
@@ -185,6 +195,22 @@ _ENCODER = json.JSONEncoder(
     ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
 )
 _FLOAT_INT_LIMIT = 2.0**53
+_MIN_PLAIN_FLOAT = 1e-4
+
+
+def _c_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode`` without building its C encoder (and a circular-reference dict) on
+    every call: a prepared capsule is a fresh tree of dicts, lists and scalars."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has the C accelerator
+        return _ENCODER.encode
+    chunks = make(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+    return lambda value: "".join(chunks(value, 0))
+
+
+_encode_prepared = _c_encoder()
 
 
 class _SlowPath(Exception):
@@ -192,7 +218,8 @@ class _SlowPath(Exception):
 
 
 def _prepare(value: Any) -> Any:
-    """``value`` with every float made C-encoder-safe, or :class:`_SlowPath`."""
+    """``value`` with every float made C-encoder-safe, or :class:`_SlowPath`. Strings, booleans
+    and None inside containers are taken as they are without a call of their own."""
     kind = type(value)
     if kind is str or kind is bool or value is None:
         return value
@@ -201,8 +228,9 @@ def _prepare(value: Any) -> Any:
             if -_FLOAT_INT_LIMIT < value < _FLOAT_INT_LIMIT:
                 return int(value)
             raise _SlowPath
-        text = repr(value)
-        if "e" in text or "n" in text:  # exponent form, nan, inf
+        # Non-integral and finite, so below 2**52: ``repr`` (the C encoder's form) uses an
+        # exponent exactly below 1e-4 (its first digit is then at 10**-5 or lower).
+        if not _MIN_PLAIN_FLOAT <= abs(value) < math.inf:  # also refuses NaN
             raise _SlowPath
         return value
     if kind is int:
@@ -214,8 +242,14 @@ def _prepare(value: Any) -> Any:
         for key, item in value.items():
             if type(key) is not str or not key.isascii():
                 raise _SlowPath
-            out[key] = _prepare(item)
+            item_kind = type(item)
+            out[key] = (
+                item if item_kind is str or item_kind is bool or item is None else _prepare(item)
+            )
         return out
     if kind is list or kind is tuple:
-        return [_prepare(item) for item in value]
+        return [
+            item if type(item) is str or type(item) is bool or item is None else _prepare(item)
+            for item in value
+        ]
     raise _SlowPath

@@ -7,6 +7,7 @@ The store keeps the searchable fields in columns and the whole record in ``recor
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -124,47 +125,108 @@ def _ledger_json_exact(ledger: ConservationLedger) -> bool:
     return True
 
 
-# Fields of a ClaimRecord by the one type (or two, with None) ``from_json`` gives them.
-_BYTES_FIELDS = attrgetter("claim_id", "topic_id", "holdout_handle")
-_OPTIONAL_BYTES_FIELDS = attrgetter(
-    "semantic_hash",
-    "phys_hir_signature_hash",
-    "dependency_merkle_root",
-    "wasm_sha256",
-    "sealed_preimage_hash",
-    "artifacts_hash",
-    "last_capsule_hash",
-)
-_STR_FIELDS = attrgetter(
-    "owner_principal_id",
-    "claim_name",
-    "holdout_ref",
-    "oracle_id",
-    "nullspec_id",
-    "lane",
-    "requested_lane",
-    "epoch_config_ref",
-    "output_schema_id",
-    "schema",
-)
-_OPTIONAL_STR_FIELDS = attrgetter("aspec_summary", "incident_reason")
-_INT_FIELDS = attrgetter(
-    "holdout_len",
-    "alpha_micros",
-    "epoch_size",
-    "oracle_num_symbols",
-    "access_credit",
-    "created_at_ms",
-    "reserved_k_bits",
-    "reserved_access_credit",
-    "execution_nonce",
-)
-_BOOL_FIELDS = attrgetter("signals_disagree", "aspec_heavy", "metadata_locked", "legacy")
-_BYTES = frozenset({bytes})
-_BYTES_OR_NONE = frozenset({bytes, _NONE})
-_STR_OR_NONE = frozenset({str, _NONE})
 _INT = frozenset({int})
 _BOOL = frozenset({bool})
+
+
+def _of(*types: type) -> Callable[[Any], bool]:
+    allowed = frozenset(types)
+    return lambda value: type(value) in allowed
+
+
+def _tuple_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: type(value) is tuple and all(map(check, value))
+
+
+def _finite_float(value: Any) -> bool:
+    return type(value) is float and math.isfinite(value)
+
+
+def _pln_exact(pln: Any) -> bool:
+    return pln is None or (
+        type(pln) is PlnConfig
+        and set(map(type, (pln.target_fuel, pln.max_fuel))) <= _INT
+        and set(map(type, (pln.fast, pln.heavy))) <= _BOOL
+    )
+
+
+def _artifact_exact(a: Any) -> bool:
+    return type(a) is Artifact and type(a.kind) is str and type(a.artifact_hash) is bytes
+
+
+def _json_dict_exact(value: Any) -> bool:
+    return type(value) is dict and _json_exact(value)
+
+
+#: Fields that decode to themselves when their value has one of these types (the one type, or
+#: two with None, ``from_json`` makes of them).
+_TYPE_GROUPS: tuple[tuple[frozenset[type], tuple[str, ...]], ...] = (
+    (frozenset({bytes}), ("claim_id", "topic_id", "holdout_handle")),
+    (
+        frozenset({bytes, _NONE}),
+        (
+            "semantic_hash",
+            "phys_hir_signature_hash",
+            "dependency_merkle_root",
+            "wasm_sha256",
+            "sealed_preimage_hash",
+            "artifacts_hash",
+            "last_capsule_hash",
+        ),
+    ),
+    (
+        frozenset({str}),
+        (
+            "owner_principal_id",
+            "claim_name",
+            "holdout_ref",
+            "oracle_id",
+            "nullspec_id",
+            "lane",
+            "requested_lane",
+            "epoch_config_ref",
+            "output_schema_id",
+            "schema",
+        ),
+    ),
+    (frozenset({str, _NONE}), ("aspec_summary", "incident_reason")),
+    (
+        _INT,
+        (
+            "holdout_len",
+            "alpha_micros",
+            "epoch_size",
+            "oracle_num_symbols",
+            "access_credit",
+            "created_at_ms",
+            "reserved_k_bits",
+            "reserved_access_credit",
+            "execution_nonce",
+        ),
+    ),
+    (_BOOL, ("signals_disagree", "aspec_heavy", "metadata_locked", "legacy")),
+)
+#: The other fields, each with its own check.
+_VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    **dict.fromkeys(
+        ("dp_epsilon_budget", "dp_delta_budget", "last_decision", "etl_index"), _json_exact
+    ),
+    "alpha": _finite_float,
+    "state": _of(ClaimState),
+    "pln": _pln_exact,
+    "holdout_pool_principals": _tuple_of(_of(str)),
+    "artifacts": _tuple_of(_artifact_exact),
+    "dependency_items": _tuple_of(_of(bytes)),
+    "oracle_pins": lambda pins: pins is None or _json_dict_exact(pins),
+    "extra": _json_dict_exact,
+    "ledger": _ledger_json_exact,
+}
+#: Every field's check, for a few fields at a time; the whole record is checked by group.
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    **{name: _of(*types) for types, names in _TYPE_GROUPS for name in names},
+    **_VALUE_CHECKS,
+}
+_GROUPS = tuple((types, attrgetter(*names)) for types, names in _TYPE_GROUPS)
 
 
 def _hex(value: bytes | None) -> str | None:
@@ -240,49 +302,18 @@ class ClaimRecord:
         record equal to this one with every field of the same type (and every dict in the same
         order): then the stored text of this record may stand for its decoding. Conservative:
         False means only "not proven", and the text is decoded when read."""
-        if type(self) is not ClaimRecord or type(self.state) is not ClaimState:
+        if type(self) is not ClaimRecord:
             return False
-        if not (
-            set(map(type, _BYTES_FIELDS(self))) <= _BYTES
-            and set(map(type, _OPTIONAL_BYTES_FIELDS(self))) <= _BYTES_OR_NONE
-            and set(map(type, _STR_FIELDS(self))) <= _STR
-            and set(map(type, _OPTIONAL_STR_FIELDS(self))) <= _STR_OR_NONE
-            and set(map(type, _INT_FIELDS(self))) <= _INT
-            and set(map(type, _BOOL_FIELDS(self))) <= _BOOL
-            and type(self.alpha) is float
-            and math.isfinite(self.alpha)
-        ):
+        if not all(set(map(type, values(self))) <= types for types, values in _GROUPS):
             return False
-        pln = self.pln
-        if pln is not None and not (
-            type(pln) is PlnConfig
-            and set(map(type, (pln.target_fuel, pln.max_fuel))) <= _INT
-            and set(map(type, (pln.fast, pln.heavy))) <= _BOOL
-        ):
-            return False
-        principals = self.holdout_pool_principals
-        if type(principals) is not tuple or not set(map(type, principals)) <= _STR:
-            return False
-        artifacts = self.artifacts
-        if type(artifacts) is not tuple or not all(
-            type(a) is Artifact and type(a.kind) is str and type(a.artifact_hash) is bytes
-            for a in artifacts
-        ):
-            return False
-        items = self.dependency_items
-        if type(items) is not tuple or not set(map(type, items)) <= _BYTES:
-            return False
-        pins = self.oracle_pins
-        return (
-            (pins is None or (type(pins) is dict and _json_exact(pins)))
-            and type(self.extra) is dict
-            and _json_exact(self.extra)
-            and _json_exact(self.dp_epsilon_budget)
-            and _json_exact(self.dp_delta_budget)
-            and _json_exact(self.last_decision)
-            and _json_exact(self.etl_index)
-            and _ledger_json_exact(self.ledger)
-        )
+        return all(check(getattr(self, name)) for name, check in _VALUE_CHECKS.items())
+
+    def fields_decode_to_themselves(self, names: Iterable[str]) -> bool:
+        """:meth:`decodes_to_itself` of the fields ``names`` only. Each field is checked on its
+        own, so for a record whose other fields are those of a record that decodes to itself,
+        this is the whole check."""
+        checks = _FIELD_CHECKS
+        return all(checks[name](getattr(self, name)) for name in names)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -396,3 +427,8 @@ class ClaimRecord:
 
 
 _derive_claim = unchecked_deriver(ClaimRecord)
+FIELD_NAMES: tuple[str, ...] = tuple(ClaimRecord.__dataclass_fields__)
+if set(_FIELD_CHECKS) != set(FIELD_NAMES):  # a field without its check would be trusted
+    raise RuntimeError(
+        f"ClaimRecord fields without a decode check: {set(FIELD_NAMES) ^ set(_FIELD_CHECKS)}"
+    )

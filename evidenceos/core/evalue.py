@@ -104,8 +104,12 @@ class NullSpecModel:
 
 
 def fallback_model() -> NullSpecModel:
-    """The non-production fallback: Bernoulli p 0.5, alt [0.5, 0.5] (e is 1 for buckets 0, 1)."""
-    return NullSpecModel(ParametricBernoulli(0.5), LikelihoodRatioFixedAlt((0.5, 0.5)))
+    """The non-production fallback: Bernoulli p 0.5, alt [0.5, 0.5] (e is 1 for buckets 0, 1).
+    One frozen value, built once."""
+    return _FALLBACK
+
+
+_FALLBACK = NullSpecModel(ParametricBernoulli(0.5), LikelihoodRatioFixedAlt((0.5, 0.5)))
 
 
 def compute_eprocess_kind_id(model: NullModel) -> str:

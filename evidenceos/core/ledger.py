@@ -558,9 +558,9 @@ class ConservationLedger:
             0.0,
             charge.taxed_k_bits,
             "structured_output",
-            {
-                "post_canonical_bits": charge.post_canonical_bits,
+            {  # keys in sorted order, as in the ledger's JSON
                 "dependence_multiplier": charge.dependence_multiplier,
+                "post_canonical_bits": charge.post_canonical_bits,
                 "taxed_k_bits": charge.taxed_k_bits,
             },
         )
@@ -579,7 +579,7 @@ class ConservationLedger:
         wealth = self.wealth * e_value
         event_meta = _meta(meta)
         if isinstance(event_meta, dict):
-            event_meta = {**event_meta, "e_value": e_value}
+            event_meta = _sorted_meta({**event_meta, "e_value": e_value})
         return _derive_ledger(
             self,
             {
@@ -668,6 +668,14 @@ def _meta(meta: Any) -> Any:
         return {}
     if isinstance(meta, Mapping):
         return dict(meta)
+    return meta
+
+
+def _sorted_meta(meta: dict[Any, Any]) -> dict[Any, Any]:
+    """``meta`` with string keys in sorted order, the order of every JSON form of the ledger: a
+    ledger decoded from its stored text then equals this one, dicts in the same order."""
+    if all(type(key) is str for key in meta):
+        return dict(sorted(meta.items()))
     return meta
 
 

@@ -143,6 +143,8 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         # Without any credential configured and without client certificates, the listener is
         # trusted as a whole (loopback unless TLS): every caller is an auditor (D-R1).
         self._open = isinstance(guard.config, NoAuth) and not trust_peer_certificates
+        # gRPC hands every call of a method the same registered handler: wrap it once.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
 
     # -- grpc.ServerInterceptor ---------------------------------------------------------------
 
@@ -152,15 +154,29 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
+        if handler is None:
+            return None
         method = str(handler_call_details.method)
-        service, _ = split_method(method)
-        if handler is None or service not in GUARDED_SERVICES:
-            return handler
-        return rewrap_handler(
-            handler,
-            lambda behavior, streamed: self._unary(method, behavior, streaming_request=streamed),
-            lambda behavior, streamed: self._stream(method, behavior, streaming_request=streamed),
-        )
+        wrapped = self._wrapped.get(method)
+        if wrapped is None or wrapped[0] is not handler:
+            service, _ = split_method(method)
+            if service not in GUARDED_SERVICES:
+                return handler
+            wrapped = (
+                handler,
+                rewrap_handler(
+                    handler,
+                    lambda behavior, streamed: self._unary(
+                        method, behavior, streaming_request=streamed
+                    ),
+                    lambda behavior, streamed: self._stream(
+                        method, behavior, streaming_request=streamed
+                    ),
+                ),
+            )
+            self._wrapped[method] = wrapped
+        result: grpc.RpcMethodHandler[Any, Any] = wrapped[1]
+        return result
 
     def _unary(self, method: str, behavior: Behavior, *, streaming_request: bool = False) -> Any:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
@@ -218,16 +234,17 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             incident = uuid.uuid4().hex[:16]
             log.exception("request guard failed (incident %s)", incident)
             context.abort(grpc.StatusCode.INTERNAL, f"internal error (incident {incident})")
-        log.debug(
-            "accepted rpc request",
-            extra={
-                "event": "rpc_accepted",
-                "path": method,
-                "request_id": headers.get(HEADER_REQUEST_ID),
-                "principal_id": caller.principal_id,
-                "role": caller.role.value,
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "accepted rpc request",
+                extra={
+                    "event": "rpc_accepted",
+                    "path": method,
+                    "request_id": headers.get(HEADER_REQUEST_ID),
+                    "principal_id": caller.principal_id,
+                    "role": caller.role.value,
+                },
+            )
         return caller
 
     def _peer(self, context: grpc.ServicerContext) -> PeerCertificate | None:

@@ -68,10 +68,19 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        # Per call, the labelled children and the wrapped handler are looked up here rather
+        # than built again: methods and codes are bounded sets, and gRPC hands every call of a
+        # method the same registered handler.
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
 
     def _observe(self, method: str, code: str, started: float) -> None:
-        self.requests.labels(method, code).inc()
-        self.latency.labels(method, code).observe(time.perf_counter() - started)
+        children = self._children.get((method, code))
+        if children is None:
+            children = (self.requests.labels(method, code), self.latency.labels(method, code))
+            self._children[(method, code)] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
 
     def intercept_service(
         self,
@@ -82,11 +91,19 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return None
         method = str(handler_call_details.method)
-        return rewrap_handler(
-            handler,
-            lambda behavior, _streamed: self._unary(method, behavior),
-            lambda behavior, _streamed: self._stream(method, behavior),
-        )
+        wrapped = self._wrapped.get(method)
+        if wrapped is None or wrapped[0] is not handler:
+            wrapped = (
+                handler,
+                rewrap_handler(
+                    handler,
+                    lambda behavior, _streamed: self._unary(method, behavior),
+                    lambda behavior, _streamed: self._stream(method, behavior),
+                ),
+            )
+            self._wrapped[method] = wrapped
+        result: grpc.RpcMethodHandler[Any, Any] = wrapped[1]
+        return result
 
     def _unary(
         self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]

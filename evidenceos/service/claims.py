@@ -8,6 +8,7 @@ all. A request refused before the guest runs leaves no trace. Execution lives in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -78,6 +79,8 @@ _FAST_LANES = {"fast", "highassurance", "high_assurance"}
 _HEAVY_LANES = {"heavy", "lowassurance", "low_assurance"}
 _CANARY_LANES = {"canary"}
 MAX_ORACLE_CALLS = {"fast": 32, "canary": 32, "heavy": 8}
+_EMPTY_SHA256 = hashlib.sha256(b"").digest()
+_NO_TRIAL_SHA256 = hashlib.sha256(b"\x02" + bytes(54)).digest()  # the sealed "no trial" block
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,14 @@ class CapsuleFetch:
     proofs: ProofBundle
 
 
+class _Replay(Exception):
+    """A write function found the stored response of a retry; carries it out of the store."""
+
+    def __init__(self, response: dict[str, Any]) -> None:
+        super().__init__("replayed request")
+        self.response = response
+
+
 def verify_claim_access(caller: CallerIdentity, claim: ClaimRecord) -> None:
     if caller.role is Role.OPERATOR or caller.principal_id == claim.owner_principal_id:
         return
@@ -199,7 +210,13 @@ def schema_domain(schema: SchemaId) -> str:
 
 
 def resolution_for(claim: ClaimRecord) -> OracleResolution:
-    return OracleResolution(num_symbols=claim.oracle_num_symbols)
+    return _resolution(claim.oracle_num_symbols)
+
+
+@functools.lru_cache(maxsize=64, typed=True)
+def _resolution(num_symbols: int) -> OracleResolution:
+    """A claim's resolution: a frozen value that only ``num_symbols`` sets (memoised)."""
+    return OracleResolution(num_symbols=num_symbols)
 
 
 def max_output_bytes(claim: ClaimRecord) -> int:
@@ -270,7 +287,14 @@ class ClaimService:
         if key is None:
             return None
         with self.store.read() as conn:
-            record = idempotency.find_record(conn, key.principal_id, key.method, key.request_id)
+            return self.replayed_in(conn, key)
+
+    @staticmethod
+    def replayed_in(conn: Connection, key: IdempotencyKey | None) -> dict[str, Any] | None:
+        """:meth:`replayed`, read in the caller's snapshot."""
+        if key is None:
+            return None
+        record = idempotency.find_record(conn, key.principal_id, key.method, key.request_id)
         if record is None:
             return None
         if record.request_hash != key.request_hash:
@@ -296,12 +320,18 @@ class ClaimService:
     def create_claim_v2(
         self, caller: CallerIdentity, req: CreateClaimV2Input, key: IdempotencyKey | None
     ) -> CreateClaimResult:
-        """CreateClaimV2 (spec 20 §3.4 with DESIGN §5's topic and lane rules)."""
+        """CreateClaimV2 (spec 20 §3.4 with DESIGN §5's topic and lane rules).
+
+        A retry gets the stored response, whether or not the request would be refused now: the
+        write function looks for it first, and so does a refusal before raising."""
         with self.inflight(key):
-            cached = self.replayed(key)
-            if cached is not None:
-                return CreateClaimResult.from_json(cached)
-            record = self._new_claim_v2(caller, req)
+            try:
+                record = self._new_claim_v2(caller, req)
+            except Exception:
+                cached = self.replayed(key)
+                if cached is not None:
+                    return CreateClaimResult.from_json(cached)
+                raise
             return self._insert_claim(record, key, "create_claim_v2")
 
     def _new_claim_v2(self, caller: CallerIdentity, req: CreateClaimV2Input) -> ClaimRecord:
@@ -427,36 +457,43 @@ class ClaimService:
         )
 
         def write(conn: Connection) -> CreateClaimResult:
-            existing = claims_table.find_claim(conn, record.claim_id)
+            replay = self.replayed_in(conn, key)
+            if replay is not None:
+                raise _Replay(replay)  # rolled back: the write changed nothing
+            gen = self.store.generation
+            existing = claims_table.find_claim(conn, record.claim_id, gen)
             if existing is not None:
                 result = CreateClaimResult(existing.claim_id, existing.topic_id, existing.state)
                 self.remember(conn, key, result.to_json())
                 return result
-            topic_pool = pools_table.find_topic_pool(conn, record.topic_id) or BudgetPool(
+            topic_pool = pools_table.find_topic_pool(conn, record.topic_id, gen) or BudgetPool(
                 float(record.access_credit), float(record.access_credit)
             )
             try:
                 topic_pool = topic_pool.reserve(worst, worst)
             except (PoolBudgetExhausted, PoolFrozen):
                 raise FailedPrecondition("topic budget exhausted") from None
-            pools_table.put_topic_pool(conn, record.topic_id, topic_pool)
+            pools_table.put_topic_pool(conn, record.topic_id, topic_pool, gen)
             for principal in record.holdout_pool_principals:
-                pool = pools_table.find_holdout_pool(conn, record.holdout_handle, principal)
+                pool = pools_table.find_holdout_pool(conn, record.holdout_handle, principal, gen)
                 if pool is None:
                     pool = self._new_holdout_pool(record)
                 try:
                     pool = pool.reserve(worst, worst)
                 except (PoolBudgetExhausted, PoolFrozen):
                     raise FailedPrecondition("holdout budget exhausted") from None
-                pools_table.put_holdout_pool(conn, record.holdout_handle, principal, pool)
+                pools_table.put_holdout_pool(conn, record.holdout_handle, principal, pool, gen)
             stored = record.evolve(reserved_k_bits=worst, reserved_access_credit=worst)
-            claims_table.put_claim(conn, stored, self.clock())
+            claims_table.put_claim(conn, stored, self.clock(), generation=gen)
             result = CreateClaimResult(stored.claim_id, stored.topic_id, stored.state)
             self.remember(conn, key, result.to_json())
             failpoint(f"before_commit_{op}")
             return result
 
-        return self.store.write(write)
+        try:
+            return self.store.write(write)
+        except _Replay as replay:
+            return CreateClaimResult.from_json(replay.response)
 
     def _new_holdout_pool(self, record: ClaimRecord) -> BudgetPool:
         descriptor = self.holdouts.describe(record.holdout_ref)
@@ -545,7 +582,11 @@ class ClaimService:
         if not wasm_module:
             raise InvalidArgument("wasm_module is required")
         parse_claim_id(claim_id)
-        claim = self._load(claim_id)
+        wasm_hash = hashlib.sha256(wasm_module).digest()
+        fingerprint = self.sandbox.engine_fingerprint()
+        with self.store.read() as conn:  # one snapshot for the claim and the stored artefact
+            claim = claims_table.get_claim(conn, claim_id)
+            stored = claims_table.has_compiled_module(conn, wasm_hash, fingerprint)
         verify_claim_access(caller, claim)
         if claim.metadata_locked or claim.state in LOCKED_FOR_EDITS:
             raise FailedPrecondition("cannot commit artifacts after freeze")
@@ -561,7 +602,6 @@ class ClaimService:
             elif kind == "dependency":
                 deps.append(artifact_hash)
         self._verify_dependencies(claim, deps)
-        wasm_hash = hashlib.sha256(wasm_module).digest()
         if wasm_decl != wasm_hash:
             raise FailedPrecondition("wasm artifact hash does not match wasm_module")
         vetted_key = (wasm_hash, claim.lane)
@@ -578,14 +618,13 @@ class ClaimService:
             self.sandbox.verify_guest_abi(compiled, lane_memory_bytes(lane))
             self._verify_memories(wasm_module, lane)
             self._vetted.put(vetted_key, report)
-        fingerprint = self.sandbox.engine_fingerprint()
-        with self.store.read() as conn:
-            stored = claims_table.has_compiled_module(conn, wasm_hash, fingerprint)
-        # The artefact is made and written once per (module, engine), not on every commit.
+        # The artefact is made and written once per (module, engine), not on every commit (rows
+        # of compiled_modules are never removed, and the insert ignores one written meanwhile).
         artefact = None if stored else self.sandbox.serialize(compiled)
 
         def write(conn: Connection) -> ClaimState:
-            current = claims_table.get_claim(conn, claim_id)
+            gen = self.store.generation
+            current = claims_table.get_claim(conn, claim_id, gen)
             if current.metadata_locked or current.state in LOCKED_FOR_EDITS:
                 raise FailedPrecondition("cannot commit artifacts after freeze")
             if current.state is not ClaimState.COMMITTED:
@@ -605,7 +644,7 @@ class ClaimService:
                 sealed_preimage_hash=None,
                 oracle_pins=None,
             )
-            claims_table.put_claim(conn, updated, now, stored=True)
+            claims_table.put_claim(conn, updated, now, stored=True, generation=gen)
             failpoint("before_commit_commit_artifacts")
             return updated.state
 
@@ -655,7 +694,8 @@ class ClaimService:
         self._verify_dependencies(claim, claim.dependency_items)
 
         def write(conn: Connection) -> ClaimState:
-            current = claims_table.get_claim(conn, claim_id)
+            gen = self.store.generation
+            current = claims_table.get_claim(conn, claim_id, gen)
             if current.state is ClaimState.SEALED and current.sealed_preimage_hash is not None:
                 return ClaimState.SEALED
             if current.state not in (ClaimState.COMMITTED, ClaimState.STALE):
@@ -674,7 +714,7 @@ class ClaimService:
             lineage = (
                 current.dependency_merkle_root
                 if current.dependency_merkle_root is not None
-                else hashlib.sha256(b"").digest()
+                else _EMPTY_SHA256
             )
             artifacts_hash = compute_artifacts_hash(current.artifacts)
             assert current.wasm_sha256 is not None  # noqa: S101 - checked above
@@ -684,7 +724,7 @@ class ClaimService:
                 + lineage
                 + hashlib.sha256(current.holdout_ref.encode()).digest()
                 + compute_oracle_pins_hash(pins)
-                + hashlib.sha256(b"\x02" + bytes(54)).digest()
+                + _NO_TRIAL_SHA256
             ).digest()
             artifacts = tuple(sorted(current.artifacts, key=lambda a: (a.kind, a.artifact_hash)))
             updated = current.evolve(
@@ -702,6 +742,7 @@ class ClaimService:
                 self.clock(),
                 artifacts_changed=artifacts != current.artifacts,
                 stored=True,
+                generation=gen,
             )
             failpoint(f"before_commit_{op}")
             return ClaimState.SEALED

@@ -95,6 +95,7 @@ _STATE_FOR = {
 }
 _LANES = {"fast": Lane.FAST, "heavy": Lane.HEAVY, "canary": Lane.CANARY}
 _EMPTY_SHA256 = hashlib.sha256(b"").digest()
+_END_BUCKETS = 256
 T = TypeVar("T")
 
 
@@ -215,9 +216,13 @@ class ExecutionService:
         self.claims = claims
         self.governance = governance
         self.canary_config = canary_config or CanaryConfig()
+        self._fresh_canary = CanaryState.create(self.canary_config)  # a frozen value
         self._executing = InflightSet()
         self._credit_holds: dict[str, int] = {}
         self._lock = threading.Lock()
+        # Executions ended, by claim-id bucket: a claim's snapshot read before its execution
+        # hold was taken is used only if no execution of a claim in its bucket ended meanwhile.
+        self._ended = [0] * _END_BUCKETS
 
     # -- guards -------------------------------------------------------------------------------
 
@@ -258,34 +263,62 @@ class ExecutionService:
         svc = self.claims
         parse_claim_id(claim_id)
         with svc.inflight(key):
-            cached = svc.replayed(key)
-            if cached is not None:
-                return ExecutionOutcome.from_json(cached)
+            bucket = hash(claim_id) % _END_BUCKETS
+            ended = self._ended[bucket]
+            with svc.store.read() as conn:  # the replay and everything read up front: one snapshot
+                cached = svc.replayed_in(conn, key)
+                if cached is not None:
+                    return ExecutionOutcome.from_json(cached)
+                read, _ = _attempt(lambda: self._read_up_front(conn, caller, claim_id))
             with self._executing.hold(claim_id, "claim execution already in progress"):
-                with svc.store.read() as conn:  # one snapshot for everything read up front
-                    claim, claim_text = claims_table.get_claim_and_text(conn, claim_id)
-                    verify_claim_access(caller, claim)
-                    epoch = svc.current_epoch(conn)
-                    self._verify_executable(claim, epoch)
-                    nullspec = self._nullspec(conn, claim, epoch)
-                    module = self._module(conn, claim)
-                    canary = canary_table.find_canary_state(
-                        conn, claim.oracle_id, claim.holdout_ref
-                    )
-                    account = accounts_table.find_account(conn, caller.principal_id)
-                limits = lane_limits(claim)
-                worst = self._worst_charge(claim, limits)
-                with self._credit_hold(caller.principal_id, worst, account):
-                    holdout = svc.holdouts.resolve(claim.holdout_ref)
-                    holdout.descriptor.verify_matches_claim(claim.holdout_handle, claim.holdout_len)
-                    snapshot = _Snapshot(claim, claim_text, canary, epoch, nullspec)
-                    try:
-                        return self._run_and_commit(
-                            caller, snapshot, module, limits, holdout.labels, key
-                        )
-                    except GuestIncident as incident:
-                        self._commit_incident(caller, claim, incident)
-                        raise incident.error from None
+                try:
+                    if read is None or self._ended[bucket] != ended:
+                        # Read again now that no other execution of the claim can run: one may
+                        # have ended since that snapshot (or the snapshot refused the call, and
+                        # this read says why).
+                        with svc.store.read() as conn:
+                            read = self._read_up_front(conn, caller, claim_id)
+                    return self._execute(caller, read, key)
+                finally:
+                    with self._lock:
+                        self._ended[bucket] += 1
+
+    def _read_up_front(
+        self, conn: Connection, caller: CallerIdentity, claim_id: bytes
+    ) -> tuple[_Snapshot, Account | None]:
+        """What an execution reads before the guest runs (one snapshot) and the caller's
+        account; refuses a claim that is not executable."""
+        svc = self.claims
+        claim, claim_text = claims_table.get_claim_and_text(conn, claim_id)
+        verify_claim_access(caller, claim)
+        epoch = svc.current_epoch(conn)
+        self._verify_executable(claim, epoch)
+        nullspec = self._nullspec(conn, claim, epoch)
+        canary = canary_table.find_canary_state(conn, claim.oracle_id, claim.holdout_ref)
+        account = accounts_table.find_account(conn, caller.principal_id)
+        return _Snapshot(claim, claim_text, canary, epoch, nullspec), account
+
+    def _execute(
+        self,
+        caller: CallerIdentity,
+        read: tuple[_Snapshot, Account | None],
+        key: IdempotencyKey | None,
+    ) -> ExecutionOutcome:
+        """Hold the worst-case credit, run the guest and commit the outcome (or the incident)."""
+        svc = self.claims
+        snapshot, account = read
+        claim = snapshot.claim
+        module = self._module(claim)
+        limits = lane_limits(claim)
+        worst = self._worst_charge(claim, limits)
+        with self._credit_hold(caller.principal_id, worst, account):
+            holdout = svc.holdouts.resolve(claim.holdout_ref)
+            holdout.descriptor.verify_matches_claim(claim.holdout_handle, claim.holdout_len)
+            try:
+                return self._run_and_commit(caller, snapshot, module, limits, holdout.labels, key)
+            except GuestIncident as incident:
+                self._commit_incident(caller, claim, incident)
+                raise incident.error from None
 
     def _verify_executable(self, claim: ClaimRecord, epoch: int) -> None:
         if claim.state is not ClaimState.SEALED:
@@ -329,19 +362,27 @@ class ExecutionService:
             raise FailedPrecondition("nullspec resolution hash mismatch")
         return _NullSpec(contract, nullspec_id, hashlib.sha256(contract.canonical_bytes()).digest())
 
-    def _module(self, conn: Connection, claim: ClaimRecord) -> CompiledModule:
-        """Compiled once per module: the in-process cache, else the stored artefact."""
+    def _module(self, claim: ClaimRecord) -> CompiledModule:
+        """Compiled once per module: the in-process cache, else the stored artefact (modules and
+        artefacts are content-addressed and never removed, so any snapshot has the same)."""
         sandbox: Sandbox = self.claims.sandbox
         assert claim.wasm_sha256 is not None  # noqa: S101 - SEALED implies a module
         cached = sandbox.lookup(claim.wasm_sha256)
         if cached is not None:
             return cached
-        artefact = claims_table.get_compiled_module(
-            conn, claim.wasm_sha256, sandbox.engine_fingerprint()
-        )
+        with self.claims.store.read() as conn:
+            artefact = claims_table.get_compiled_module(
+                conn, claim.wasm_sha256, sandbox.engine_fingerprint()
+            )
+            wasm = (
+                None
+                if artefact is not None
+                else claims_table.get_wasm_module(conn, claim.wasm_sha256)
+            )
         if artefact is not None:
             return sandbox.load_serialized(claim.wasm_sha256, artefact)
-        return sandbox.compile(claims_table.get_wasm_module(conn, claim.wasm_sha256))
+        assert wasm is not None  # noqa: S101 - read when there is no artefact
+        return sandbox.compile(wasm)
 
     def _worst_charge(self, claim: ClaimRecord, limits: VaultLimits) -> int:
         pln = claim.pln
@@ -463,7 +504,8 @@ class ExecutionService:
             )
 
         def write(conn: Connection) -> ExecutionOutcome:
-            text = claims_table.find_claim_text(conn, claim.claim_id)
+            gen = svc.store.generation
+            text = claims_table.find_claim_text(conn, claim.claim_id, gen)
             if text is None:
                 raise NotFound("claim not found")
             canary_now = canary_table.find_canary_state(conn, claim.oracle_id, claim.holdout_ref)
@@ -471,7 +513,7 @@ class ExecutionService:
                 current = claim
                 if ledger_error is not None:
                     raise ledger_error
-                self._settle_pools(conn, current, charge.total_k_bits)
+                self._settle_pools(conn, current, charge.total_k_bits, gen)
                 if decide_error is not None:
                     raise decide_error
                 assert decided is not None  # noqa: S101 - no error means a decision
@@ -483,13 +525,13 @@ class ExecutionService:
                 ):
                     raise Aborted("claim execution superseded")
                 fresh_ledger = current.ledger.charge_execution(charge)
-                self._settle_pools(conn, current, charge.total_k_bits)
+                self._settle_pools(conn, current, charge.total_k_bits, gen)
                 outcome = self._decide(current, fresh_ledger, canary_now, snapshot, meter)
             if outcome.canary_update is not None:
                 canary_table.put_canary_state(
                     conn, current.oracle_id, current.holdout_ref, outcome.canary_update
                 )
-            return self._publish(conn, caller, current, outcome, snapshot.epoch, credit, key)
+            return self._publish(conn, caller, current, outcome, snapshot.epoch, credit, key, gen)
 
         outcome = svc.store.write(write)
         failpoint("after_etl_append_execute_claim_v2")
@@ -507,7 +549,7 @@ class ExecutionService:
         the stream's canary state (spec 30 §7 steps 10-13, spec 20 §7.2)."""
         result = meter.result
         nullspec = snapshot.nullspec
-        state = canary or CanaryState.create(self.canary_config)
+        state = canary or self._fresh_canary
         canary_update: CanaryState | None = None
         if claim.lane == "canary":  # CANARY-lane pulses feed the stream's drift e-process
             state = state.update_with_buckets(nullspec.model, result.oracle_buckets, snapshot.epoch)
@@ -570,8 +612,10 @@ class ExecutionService:
         epoch: int,
         credit: int,
         key: IdempotencyKey | None,
+        gen: int,
     ) -> ExecutionOutcome:
-        """Capsule leaf, capsule row, credit, claim state and idempotency record."""
+        """Capsule leaf, capsule row, credit, claim state and idempotency record (``gen``: the
+        store generation this write function runs under)."""
         svc = self.claims
         outcome = decided.outcome
         # the leaf's payload is the capsule's bytes, so its SHA-256 is the capsule hash
@@ -598,7 +642,7 @@ class ExecutionService:
             ),
             list(current.dependency_items),
         )
-        self._charge_credit(conn, caller.principal_id, credit)
+        self._charge_credit(conn, caller.principal_id, credit, gen)
         updated = current.evolve(
             state=state,
             ledger=outcome.ledger,
@@ -609,7 +653,9 @@ class ExecutionService:
             last_capsule_hash=capsule_hash,
             etl_index=leaf.leaf_index,
         )
-        claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False, stored=True)
+        claims_table.put_claim(
+            conn, updated, svc.clock(), artifacts_changed=False, stored=True, generation=gen
+        )
         response = ExecutionOutcome(
             state=state,
             decision=int(outcome.decision),
@@ -638,27 +684,28 @@ class ExecutionService:
         return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
     @staticmethod
-    def _settle_pools(conn: Connection, claim: ClaimRecord, actual: float) -> None:
+    def _settle_pools(conn: Connection, claim: ClaimRecord, actual: float, gen: int) -> None:
         reserved = claim.reserved_k_bits
-        topic = pools_table.find_topic_pool(conn, claim.topic_id)
+        topic = pools_table.find_topic_pool(conn, claim.topic_id, gen)
         if topic is not None:
             pools_table.put_topic_pool(
-                conn, claim.topic_id, topic.settle(reserved, reserved, actual, actual)
+                conn, claim.topic_id, topic.settle(reserved, reserved, actual, actual), gen
             )
         for principal in claim.holdout_pool_principals:
-            pool = pools_table.find_holdout_pool(conn, claim.holdout_handle, principal)
+            pool = pools_table.find_holdout_pool(conn, claim.holdout_handle, principal, gen)
             if pool is not None:
                 pools_table.put_holdout_pool(
                     conn,
                     claim.holdout_handle,
                     principal,
                     pool.settle(reserved, reserved, actual, actual),
+                    gen,
                 )
 
-    def _charge_credit(self, conn: Connection, principal: str, amount: int) -> Account:
+    def _charge_credit(self, conn: Connection, principal: str, amount: int, gen: int) -> Account:
         """Burn the actual charge; the worst-case hold made sure it fits."""
         settings = self.claims.settings
-        existing = accounts_table.find_account(conn, principal)
+        existing = accounts_table.find_account(conn, principal, gen)
         try:
             account = apply_charge(
                 existing,
@@ -672,7 +719,7 @@ class ExecutionService:
                 existing, limit=settings.admission.max_credit(principal), day=self._day()
             )
             account = base.burn(base.credit_balance)
-        accounts_table.put_account(conn, principal, account)
+        accounts_table.put_account(conn, principal, account, gen)
         return account
 
     # -- incidents ----------------------------------------------------------------------------
@@ -685,11 +732,12 @@ class ExecutionService:
         fuel_charge = incident.fuel_used * svc.settings.pricing.lambda_cpu_per_fuel
 
         def write(conn: Connection) -> None:
-            current = claims_table.get_claim(conn, claim.claim_id)
+            gen = svc.store.generation
+            current = claims_table.get_claim(conn, claim.claim_id, gen)
             if current.state is not ClaimState.SEALED:
                 return
             worst = float(current.reserved_k_bits)
-            self._settle_pools(conn, current, worst)
+            self._settle_pools(conn, current, worst, gen)
             svc.log.want_head()
             leaf = svc.log.append(
                 conn,
@@ -713,7 +761,7 @@ class ExecutionService:
                 worst,
                 svc.clock(),
             )
-            self._charge_credit(conn, caller.principal_id, fuel_charge)
+            self._charge_credit(conn, caller.principal_id, fuel_charge, gen)
             updated = current.evolve(
                 state=ClaimState.FROZEN,
                 ledger=current.ledger.freeze("incident_freeze", {"reason": incident.reason}),
@@ -722,7 +770,9 @@ class ExecutionService:
                 execution_nonce=current.execution_nonce + 1,
                 incident_reason=incident.reason,
             )
-            claims_table.put_claim(conn, updated, svc.clock(), artifacts_changed=False, stored=True)
+            claims_table.put_claim(
+                conn, updated, svc.clock(), artifacts_changed=False, stored=True, generation=gen
+            )
             failpoint("before_commit_execute_claim_v2_incident")
 
         svc.store.write(write)

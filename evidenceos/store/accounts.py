@@ -9,16 +9,46 @@ from collections.abc import Iterator
 from typing import Any
 
 from evidenceos.core.credit import Account, AccountLimits
+from evidenceos.store.claims import WriterRows
 from evidenceos.store.db import Connection
 
 _I64_MAX = 2**63 - 1
+#: Accounts as the writer's own writes left them (``generation``: see :class:`WriterRows`).
+_rows: WriterRows[str, Account] = WriterRows(1024)
 
 
 def _clamp(value: int) -> int:
     return min(value, _I64_MAX)
 
 
-def find_account(conn: Connection, principal_id: str) -> Account | None:
+def _decodes_to_itself(account: Account) -> bool:
+    """:func:`find_account` of the row :func:`put_account` writes gives ``account`` back: plain
+    ints within SQLite's range (larger ones are clamped on write)."""
+    limits = account.limits
+    values = (
+        account.credit_balance,
+        account.daily_mint_remaining,
+        account.last_mint_day,
+        limits.credit_limit,
+        limits.daily_mint_limit,
+        account.burned_total,
+        account.denied_total,
+    )
+    return (
+        type(account) is Account
+        and type(limits) is AccountLimits
+        and all(type(v) is int and 0 <= v <= _I64_MAX for v in values)
+    )
+
+
+def find_account(
+    conn: Connection, principal_id: str, generation: int | None = None
+) -> Account | None:
+    """The stored account; a write function passes its store's ``generation`` to read the
+    account its own writes left from memory."""
+    cached = _rows.get(conn, generation, principal_id)
+    if cached is not None:
+        return cached
     row = conn.execute(
         "SELECT credit_balance, daily_mint_remaining, last_mint_day, credit_limit, "
         "daily_mint_limit, burned_total, denied_total FROM accounts WHERE principal_id = ?",
@@ -27,10 +57,14 @@ def find_account(conn: Connection, principal_id: str) -> Account | None:
     if row is None:
         return None
     balance, mint, day, limit, mint_limit, burned, denied = (int(v) for v in row)
-    return Account(balance, mint, day, AccountLimits(limit, mint_limit), burned, denied)
+    account = Account(balance, mint, day, AccountLimits(limit, mint_limit), burned, denied)
+    _rows.put(conn, generation, principal_id, account)
+    return account
 
 
-def put_account(conn: Connection, principal_id: str, account: Account) -> None:
+def put_account(
+    conn: Connection, principal_id: str, account: Account, generation: int | None = None
+) -> None:
     conn.execute(
         "INSERT INTO accounts(principal_id, credit_balance, daily_mint_remaining, last_mint_day, "
         "credit_limit, daily_mint_limit, burned_total, denied_total) "
@@ -51,6 +85,7 @@ def put_account(conn: Connection, principal_id: str, account: Account) -> None:
             _clamp(account.denied_total),
         ),
     )
+    _rows.put(conn, generation, principal_id, account if _decodes_to_itself(account) else None)
 
 
 def iter_accounts(conn: Connection) -> Iterator[tuple[str, Account]]:

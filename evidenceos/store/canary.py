@@ -8,6 +8,9 @@ from collections.abc import Iterator
 from evidenceos.core.canary import CanaryState
 from evidenceos.store.db import Connection
 
+#: ``json.dumps(..., sort_keys=True)`` without building an encoder on every call.
+_ENCODER = json.JSONEncoder(sort_keys=True)
+
 
 def find_canary_state(conn: Connection, oracle_id: str, holdout_ref: str) -> CanaryState | None:
     row = conn.execute(
@@ -23,7 +26,7 @@ def put_canary_state(
     conn.execute(
         "INSERT INTO canary_states(oracle_id, holdout_ref, state_json) VALUES (?, ?, ?) "
         "ON CONFLICT(oracle_id, holdout_ref) DO UPDATE SET state_json = excluded.state_json",
-        (oracle_id, holdout_ref, json.dumps(state.to_json(), sort_keys=True)),
+        (oracle_id, holdout_ref, _ENCODER.encode(state.to_json())),
     )
 
 

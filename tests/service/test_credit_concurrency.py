@@ -190,8 +190,8 @@ def test_failed_execution_charges_nothing(stack: Stack, monkeypatch: pytest.Monk
     claim_id = sealed_claim(stack, "fails-after-charge")
     original = ExecutionService._charge_credit
 
-    def charge_then_fail(self: ExecutionService, conn: Any, principal: str, amount: int) -> Any:
-        original(self, conn, principal, amount)
+    def charge_then_fail(self: ExecutionService, conn: Any, *args: Any) -> Any:
+        original(self, conn, *args)
         raise StorageError("disk on fire after the charge")
 
     monkeypatch.setattr(ExecutionService, "_charge_credit", charge_then_fail)
