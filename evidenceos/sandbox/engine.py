@@ -351,6 +351,10 @@ class Sandbox:
                 run(store)
         except wasmtime.Trap as exc:
             if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL and store.get_fuel() == 0:
+                # The expected end. wasmtime-py raises the trap from a frame that holds it, a
+                # cycle that would keep this call's frames (and the caller's) alive until the
+                # cyclic GC runs: drop the traceback.
+                exc.__traceback__ = None
                 return
             rig.store = rig.run = None  # never reuse a store after an unexpected outcome
             raise BurnFailed(exc.message, fuel_used=padding_fuel - store.get_fuel()) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -183,3 +184,17 @@ def test_each_thread_burns_in_its_own_store(sandbox: Sandbox) -> None:
         thread.join()
     assert not errors
     assert len({id(store) for store in stores}) == 4
+
+
+def test_a_burn_leaves_no_garbage_for_the_cyclic_gc(sandbox: Sandbox) -> None:
+    """Every execution burns padding; a reference cycle per burn would keep each request's frames
+    alive until the cyclic GC runs."""
+    sandbox.burn(400)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            sandbox.burn(400)
+        assert gc.collect() < 50  # one cycle per burn was ~18 objects each
+    finally:
+        gc.enable()
