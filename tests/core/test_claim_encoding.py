@@ -9,7 +9,6 @@ last record did. Both must always equal the whole computation (``encode_claim``,
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +21,7 @@ from evidenceos.core.claim import Artifact, ClaimRecord, PlnConfig
 from evidenceos.core.claim_state import ClaimState
 from evidenceos.core.ledger import ConservationLedger, compute_execution_charge
 from evidenceos.store import claims as claims_table
+from tests.support.claims import sample_claim_record
 
 
 class _Text(str):
@@ -41,35 +41,6 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and a != a:
         return bool(b != b)
     return bool(a == b)
-
-
-def _base(name: str) -> ClaimRecord:
-    claim_id = hashlib.sha256(name.encode()).digest()
-    return ClaimRecord(
-        claim_id=claim_id,
-        owner_principal_id="alice",
-        claim_name=name,
-        topic_id=hashlib.sha256(b"t" + claim_id).digest(),
-        holdout_ref="synthetic-x",
-        holdout_handle=bytes(range(32)),
-        holdout_len=128,
-        oracle_id="builtin.accuracy",
-        nullspec_id="",
-        lane="fast",
-        requested_lane="fast",
-        alpha_micros=50_000,
-        alpha=0.05,
-        epoch_config_ref="epoch/default",
-        output_schema_id="legacy/v1",
-        schema="EVIDENCEOS_SC_V0",
-        epoch_size=16,
-        oracle_num_symbols=4,
-        access_credit=1024,
-        state=ClaimState.UNCOMMITTED,
-        ledger=ConservationLedger.create(0.05, k_bits_budget=1024.0, access_credit_budget=1024.0),
-        created_at_ms=1_700_000_000_000,
-        pln=PlnConfig(100, 500),
-    )
 
 
 _LEDGER = ConservationLedger.create(0.05, k_bits_budget=1024.0, access_credit_budget=1024.0)
@@ -129,7 +100,7 @@ def _check(record: ClaimRecord) -> None:
 def test_encoding_only_what_changed_gives_the_whole_encoding(
     steps: list[list[tuple[str, Any]]], seed: int
 ) -> None:
-    record = _base(f"claim-{seed}")
+    record = sample_claim_record(f"claim-{seed}")
     _check(record)
     for changes in steps:
         record = record.evolve(**dict(changes))
@@ -139,7 +110,9 @@ def test_encoding_only_what_changed_gives_the_whole_encoding(
 def test_a_dict_changed_in_place_is_encoded_again() -> None:
     """Mutable containers are never trusted by identity (records should not be mutated, but a
     stale text must not come of it)."""
-    record = _base("in-place").evolve(extra={"a": 1}, holdout_pool_principals=["", "x"])
+    record = sample_claim_record("in-place").evolve(
+        extra={"a": 1}, holdout_pool_principals=["", "x"]
+    )
     _check(record)
     record.extra["a"] = 2
     principals: Any = record.holdout_pool_principals
@@ -149,14 +122,14 @@ def test_a_dict_changed_in_place_is_encoded_again() -> None:
 
 
 def test_the_last_record_of_another_claim_is_never_used() -> None:
-    one, two = _base("one"), _base("two").evolve(alpha=0.25)
+    one, two = sample_claim_record("one"), sample_claim_record("two").evolve(alpha=0.25)
     _check(one)
     _check(two)
     assert claims_table._encode(one)[0] != claims_table._encode(two)[0]
 
 
 def test_decodes_to_itself_field_by_field_is_the_whole_check() -> None:
-    record = _base("fields")
+    record = sample_claim_record("fields")
     assert record.decodes_to_itself()
     for name, values in _VALUES.items():
         for value in values:
@@ -175,5 +148,5 @@ def test_an_executed_ledger_decodes_to_itself() -> None:
         ["kout_bits"],
         ["e_value", "e_value_total"],
     ]
-    _check(_base("executed").evolve(ledger=ledger))
-    assert _base("executed-2").evolve(ledger=ledger).decodes_to_itself()
+    _check(sample_claim_record("executed").evolve(ledger=ledger))
+    assert sample_claim_record("executed-2").evolve(ledger=ledger).decodes_to_itself()

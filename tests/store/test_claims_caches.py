@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -28,6 +27,7 @@ from evidenceos.store import claims as claims_table
 from evidenceos.store import epoch_configs
 from evidenceos.store.db import Connection, Store
 from evidenceos.store.epoch_configs import EpochConfig, load_epoch_config
+from tests.support.claims import sample_claim_record
 
 
 @pytest.fixture
@@ -44,33 +44,10 @@ class _Text(str):
 
 
 def _record(name: str = "c", **changes: Any) -> ClaimRecord:
-    claim_id = hashlib.sha256(name.encode()).digest()
-    record = ClaimRecord(
-        claim_id=claim_id,
-        owner_principal_id="alice",
-        claim_name=name,
-        topic_id=hashlib.sha256(b"topic" + claim_id).digest(),
-        holdout_ref="synthetic-x",
-        holdout_handle=bytes(range(32)),
-        holdout_len=128,
-        oracle_id="builtin.accuracy",
-        nullspec_id="",
-        lane="fast",
-        requested_lane="fast",
-        alpha_micros=50_000,
-        alpha=0.05,
-        epoch_config_ref="epoch/default",
-        output_schema_id="legacy/v1",
-        schema="EVIDENCEOS_SC_V0",
-        epoch_size=16,
-        oracle_num_symbols=4,
-        access_credit=1024,
-        state=ClaimState.UNCOMMITTED,
+    record = sample_claim_record(name).evolve(
         ledger=ConservationLedger.create(0.05, k_bits_budget=1024.0, access_credit_budget=1024.0)
         .charge(4.0, "structured_output", {"a": 1, "b": 2.0})
         .settle_e_value(1.5, "decision"),
-        created_at_ms=1_700_000_000_000,
-        pln=PlnConfig(100, 500),
         semantic_hash=b"\x01" * 32,
         artifacts=(Artifact("wasm", b"\x02" * 32),),
         oracle_pins={"bit_width": 2, "ttl_epochs": 1},

@@ -32,6 +32,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from evidenceos._proto.v2 import evidenceos_pb2 as pb
 from evidenceos._proto.v2 import evidenceos_pb2_grpc as pb_grpc
+from evidenceos.core.claim import ClaimRecord, PlnConfig
+from evidenceos.core.claim_state import ClaimState
+from evidenceos.core.ledger import ConservationLedger
 from evidenceos.core.nullspec import (
     EProcessKind,
     LikelihoodRatioFixedAlt,
@@ -581,3 +584,34 @@ def account(data_dir: Path, principal: str = "anonymous") -> dict[str, int] | No
 def leaf_hashes(data_dir: Path, *, engine: Engine = "sqlite3") -> list[bytes]:
     rows = query(data_dir, "SELECT leaf_hash FROM log_leaves ORDER BY leaf_index", engine=engine)
     return [bytes(h) for (h,) in rows]
+
+
+def sample_claim_record(name: str) -> ClaimRecord:
+    """A fresh UNCOMMITTED claim record (FAST lane, synthetic holdout, PLN 100/500) for unit
+    tests of claim encoding and the claim caches; vary it with ``evolve``."""
+    claim_id = hashlib.sha256(name.encode()).digest()
+    return ClaimRecord(
+        claim_id=claim_id,
+        owner_principal_id="alice",
+        claim_name=name,
+        topic_id=hashlib.sha256(b"t" + claim_id).digest(),
+        holdout_ref="synthetic-x",
+        holdout_handle=bytes(range(32)),
+        holdout_len=128,
+        oracle_id="builtin.accuracy",
+        nullspec_id="",
+        lane="fast",
+        requested_lane="fast",
+        alpha_micros=50_000,
+        alpha=0.05,
+        epoch_config_ref="epoch/default",
+        output_schema_id="legacy/v1",
+        schema="EVIDENCEOS_SC_V0",
+        epoch_size=16,
+        oracle_num_symbols=4,
+        access_credit=1024,
+        state=ClaimState.UNCOMMITTED,
+        ledger=ConservationLedger.create(0.05, k_bits_budget=1024.0, access_credit_budget=1024.0),
+        created_at_ms=1_700_000_000_000,
+        pln=PlnConfig(100, 500),
+    )
