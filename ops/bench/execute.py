@@ -681,7 +681,8 @@ def _instrument(stages: _Stages) -> None:
     for rpc in LIFECYCLE_RPCS:
         stages.wrap(servicer_claims.ClaimRpc, rpc, f"servicer:{rpc}")
     stages.wrap(servicer_claims, "idempotency_key", "idempotency_key")
-    stages.wrap(ClaimService, "replayed", "idempotency_lookup")
+    # replayed() and get_claim() call these two: wrapping only them counts each lookup once.
+    stages.wrap(ClaimService, "replayed_in", "idempotency_lookup")
     stages.wrap(ClaimService, "remember", "w:idempotency_record")
     stages.wrap(ExecutionService, "execute_claim_v2", "execute_claim_v2")
     stages.wrap(ExecutionService, "_verify_executable", "verify_executable")
@@ -700,7 +701,7 @@ def _instrument(stages: _Stages) -> None:
     stages.wrap(execution, "build_capsule", "build_capsule")
     stages.wrap(execution, "encode_capsule", "encode_capsule")
     stages.wrap(execution, "compute_e_value", "compute_e_value")
-    stages.wrap(claims_table, "get_claim", "get_claim")
+    stages.wrap(claims_table, "get_claim_and_text", "get_claim")
     stages.wrap(claims_table, "put_claim", "put_claim")
     stages.wrap(capsules, "put_capsule", "w:put_capsule")
     stages.wrap(LogService, "append", "w:log_append")
@@ -907,7 +908,7 @@ PROFILE_ROWS: tuple[tuple[str, str], ...] = (
     ("servicer:ExecuteClaimV2", "  servicer ExecuteClaimV2"),
     ("idempotency_key", "    idempotency key (serialize + sha256)"),
     ("execute_claim_v2", "    ExecutionService.execute_claim_v2"),
-    ("idempotency_lookup", "      idempotency lookup (read)"),
+    ("idempotency_lookup", "      idempotency lookup (in the request's read snapshot)"),
     ("get_claim", "      get_claim (all calls: read + writer)"),
     ("verify_executable", "      verify executable (pins)"),
     ("nullspec", "      nullspec lookup"),
