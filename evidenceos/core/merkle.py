@@ -89,11 +89,7 @@ class _Tree:
     def node(self, level: int, index: int) -> bytes:
         value = self._get_node(level, index)
         if len(value) != HASH_SIZE:
-            # A stored node of the wrong width is damage, not a caller mistake (DESIGN §4).
-            raise LogIntegrityError(
-                f"merkle node (level={level}, index={index}) is {len(value)} bytes, "
-                f"expected {HASH_SIZE}"
-            )
+            raise _damaged_node(level, index, value)
         return value
 
     def mth(self, start: int, end: int) -> bytes:
@@ -185,12 +181,19 @@ def completed_subtrees(
     while index & 1:  # every append runs this: _Tree.node's check, without the object
         left = get_node(level, index - 1)
         if len(left) != HASH_SIZE:
-            _Tree(get_node).node(level, index - 1)  # raises the damage error
+            raise _damaged_node(level, index - 1, left)
         current = sha256.digest(_NODE_PREFIX + left + current)
         level += 1
         index >>= 1
         completed.append((level, index, current))
     return completed
+
+
+def _damaged_node(level: int, index: int, value: bytes) -> LogIntegrityError:
+    # A stored node of the wrong width is damage, not a caller mistake (DESIGN §4).
+    return LogIntegrityError(
+        f"merkle node (level={level}, index={index}) is {len(value)} bytes, expected {HASH_SIZE}"
+    )
 
 
 def _check_width(what: str, value: bytes, error: type[InvalidArgument]) -> None:

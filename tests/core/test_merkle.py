@@ -490,3 +490,16 @@ def test_public_names() -> None:
         "verify_consistency",
         "verify_inclusion",
     }
+
+
+def test_completed_subtrees_refuse_a_damaged_left_sibling() -> None:
+    """A stored node of the wrong width is damage: named, never hashed into a new node."""
+    calls: list[tuple[int, int]] = []
+
+    def damaged(level: int, index: int) -> bytes:
+        calls.append((level, index))
+        return b"\x00" * 31
+
+    with pytest.raises(LogIntegrityError, match=r"level=0, index=2\) is 31 bytes"):
+        completed_subtrees(3, hashlib.sha256(b"leaf").digest(), damaged)
+    assert calls == [(0, 2)]
