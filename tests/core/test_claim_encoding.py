@@ -8,7 +8,6 @@ last record did. Both must always equal the whole computation (``encode_claim``,
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -21,26 +20,11 @@ from evidenceos.core.claim import Artifact, ClaimRecord, PlnConfig
 from evidenceos.core.claim_state import ClaimState
 from evidenceos.core.ledger import ConservationLedger, compute_execution_charge
 from evidenceos.store import claims as claims_table
-from tests.support.claims import sample_claim_record
+from tests.support.claims import same_value, sample_claim_record
 
 
 class _Text(str):
     __slots__ = ()
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal, with the same types and dict orders all the way down (NaN equal to itself)."""
-    if type(a) is not type(b):
-        return False
-    if dataclasses.is_dataclass(a):
-        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, float) and a != a:
-        return bool(b != b)
-    return bool(a == b)
 
 
 _LEDGER = ConservationLedger.create(0.05, k_bits_budget=1024.0, access_credit_budget=1024.0)
@@ -92,7 +76,7 @@ def _check(record: ClaimRecord) -> None:
     assert text == claims_table.encode_claim(record)
     assert exact == record.decodes_to_itself()
     if exact:  # the claim the read path relies on, checked the slow way
-        assert _same(ClaimRecord.from_json(json.loads(text)), record)
+        assert same_value(ClaimRecord.from_json(json.loads(text)), record)
 
 
 @settings(max_examples=300, deadline=None)

@@ -34,14 +34,15 @@ from evidenceos.sandbox.vault import ExecutionResult
 from evidenceos.service.claims import ClaimService, CreateClaimV2Input, KernelSettings
 from evidenceos.service.credit import CreditService
 from evidenceos.service.execution import ExecutionService
-from evidenceos.service.log_service import LogService
 from evidenceos.store import accounts as accounts_table
 from evidenceos.store import claims as claims_table
 from evidenceos.store import governance as governance_table
 from evidenceos.store.db import Store
-from evidenceos.store.holdouts import HoldoutRegistry
-from evidenceos.store.keys import load_keyring
-from tests.support.claims import oracle_then_emit_wat, synthetic_labels, write_epoch_config
+from tests.support.claims import (
+    claim_services,
+    oracle_then_emit_wat,
+    synthetic_labels,
+)
 
 THREADS = 32
 HOLDOUT = "synthetic-credit"
@@ -86,10 +87,6 @@ class UnmeasuredPagesSandbox(Sandbox):
 
 
 def make_stack(data_dir: Path, *, limit: int, sandbox: Sandbox | None = None) -> Stack:
-    write_epoch_config(data_dir)
-    store = Store(data_dir)
-    log_service = LogService(store, load_keyring(data_dir, allow_generate=True))
-    log_service.start()
     admission = StaticAdmissionProvider(default_limit=limit)
     settings = KernelSettings(
         default_holdout_k_bits_budget=1e9,
@@ -97,8 +94,7 @@ def make_stack(data_dir: Path, *, limit: int, sandbox: Sandbox | None = None) ->
         pricing=PRICING,
         admission=admission,
     )
-    holdouts = HoldoutRegistry(data_dir, allow_plaintext=False, synthetic=True, env={})
-    claims = ClaimService(store, log_service, sandbox or Sandbox(), holdouts, settings)
+    store, log_service, claims = claim_services(data_dir, settings, sandbox)
     return Stack(
         store, claims, ExecutionService(claims), CreditService(store, log_service, admission)
     )

@@ -30,20 +30,17 @@ from evidenceos.core.claim_state import ClaimState
 from evidenceos.core.oracle import OracleResolution, compute_resolution_hash
 from evidenceos.errors import Aborted, FailedPrecondition
 from evidenceos.sandbox import Sandbox
-from evidenceos.service.claims import ClaimService, CreateClaimV2Input, KernelSettings
+from evidenceos.service.claims import ClaimService, CreateClaimV2Input
 from evidenceos.service.execution import ExecutionService, resolution_hash
-from evidenceos.service.log_service import LogService
 from evidenceos.store import canary as canary_table
 from evidenceos.store import claims as claims_table
 from evidenceos.store.db import Store
-from evidenceos.store.holdouts import HoldoutRegistry
-from evidenceos.store.keys import load_keyring
 from tests.support.claims import (
+    claim_services,
     counted_loops_wat,
     emit_only_wat,
     oracle_then_emit_wat,
     wasm,
-    write_epoch_config,
 )
 
 CALLER = CallerIdentity("alice", Role.AGENT)  # type: ignore[arg-type]
@@ -100,20 +97,9 @@ class Kernel:
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    data_dir = tmp_path / "data"
-    write_epoch_config(data_dir)
-    store = Store(data_dir)
+    sandbox = Sandbox()
+    store, _log, claims = claim_services(tmp_path / "data", sandbox=sandbox)
     try:
-        log = LogService(store, load_keyring(data_dir, allow_generate=True))
-        log.start()
-        sandbox = Sandbox()
-        claims = ClaimService(
-            store,
-            log,
-            sandbox,
-            HoldoutRegistry(data_dir, allow_plaintext=False, synthetic=True, env={}),
-            KernelSettings(),
-        )
         yield Kernel(store, claims, ExecutionService(claims), sandbox, iter(range(10**6)))
     finally:
         store.close()

@@ -33,23 +33,18 @@ from evidenceos.core.claim_state import ClaimState
 from evidenceos.core.credit import Account, AccountLimits
 from evidenceos.core.ledger import BudgetPool
 from evidenceos.errors import AlreadyExists, FailedPrecondition
-from evidenceos.sandbox import Sandbox
 from evidenceos.service.claims import (
     CREATE_V2_METHOD,
     ClaimService,
     CreateClaimV2Input,
     IdempotencyKey,
-    KernelSettings,
 )
 from evidenceos.service.execution import EXECUTE_V2_METHOD, ExecutionService
-from evidenceos.service.log_service import LogService
 from evidenceos.store import accounts as accounts_table
 from evidenceos.store import claims as claims_table
 from evidenceos.store import pools as pools_table
 from evidenceos.store.db import Connection, Store
-from evidenceos.store.holdouts import HoldoutRegistry
-from evidenceos.store.keys import load_keyring
-from tests.support.claims import oracle_then_emit_wat, wasm, write_epoch_config
+from tests.support.claims import claim_services, oracle_then_emit_wat, wasm
 
 CALLER = CallerIdentity("alice", Role.AGENT)  # type: ignore[arg-type]
 GUEST = wasm(oracle_then_emit_wat(bytes(i % 2 for i in range(128))))
@@ -117,18 +112,8 @@ def _key(method: str, request_id: str, payload: bytes = b"") -> IdempotencyKey:
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
     data_dir = tmp_path / "data"
-    write_epoch_config(data_dir)
-    store = Store(data_dir)
+    store, _log, claims = claim_services(data_dir)
     try:
-        log = LogService(store, load_keyring(data_dir, allow_generate=True))
-        log.start()
-        claims = ClaimService(
-            store,
-            log,
-            Sandbox(),
-            HoldoutRegistry(data_dir, allow_plaintext=False, synthetic=True, env={}),
-            KernelSettings(),
-        )
         yield Kernel(data_dir, store, claims, ExecutionService(claims))
     finally:
         store.close()

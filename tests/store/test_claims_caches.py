@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -27,7 +26,7 @@ from evidenceos.store import claims as claims_table
 from evidenceos.store import epoch_configs
 from evidenceos.store.db import Connection, Store
 from evidenceos.store.epoch_configs import EpochConfig, load_epoch_config
-from tests.support.claims import sample_claim_record
+from tests.support.claims import same_value, sample_claim_record
 
 
 @pytest.fixture
@@ -71,19 +70,6 @@ def _read(store: Store, claim_id: bytes) -> ClaimRecord:
         return claims_table.get_claim(conn, claim_id)
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal, with the same types and dict orders all the way down."""
-    if type(a) is not type(b):
-        return False
-    if dataclasses.is_dataclass(a):
-        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 # -- the written record stands for its text only when decoding would give it back ---------------
 
 
@@ -92,7 +78,7 @@ def test_a_record_that_decodes_to_itself_is_returned_for_its_text(store: Store) 
     assert record.decodes_to_itself()
     text = _put(store, record)
     decoded = ClaimRecord.from_json(json.loads(text))
-    assert _same(decoded, record)  # what the guard promises, checked the slow way
+    assert same_value(decoded, record)  # what the guard promises, checked the slow way
     assert _read(store, record.claim_id) is record
     assert _read(store, record.claim_id) is record  # now an ordinary decode-cache hit
 
@@ -121,7 +107,7 @@ def test_a_record_that_would_not_decode_to_itself_is_decoded(
     text = _put(store, record)
     read = _read(store, record.claim_id)
     assert read is not record
-    assert _same(read, ClaimRecord.from_json(json.loads(text)))
+    assert same_value(read, ClaimRecord.from_json(json.loads(text)))
 
 
 @pytest.mark.parametrize(
@@ -141,7 +127,7 @@ def test_a_ledger_that_would_not_decode_to_itself_is_decoded(
     text = _put(store, record)
     read = _read(store, record.claim_id)
     assert read is not record
-    assert _same(read, ClaimRecord.from_json(json.loads(text)))
+    assert same_value(read, ClaimRecord.from_json(json.loads(text)))
 
 
 def test_only_the_first_read_of_the_latest_text_can_return_the_written_record(

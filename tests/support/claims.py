@@ -14,6 +14,7 @@ Synthetic holdout labels are recomputed here from spec 30 §6 (``label[i] = (H(r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -43,8 +44,13 @@ from evidenceos.core.nullspec import (
     ParametricBernoulli,
 )
 from evidenceos.core.oracle import OracleResolution, compute_resolution_hash
+from evidenceos.sandbox import Sandbox
+from evidenceos.service.claims import ClaimService, KernelSettings
+from evidenceos.service.log_service import LogService
 from evidenceos.store import nullspecs as nullspecs_table
 from evidenceos.store.db import Store
+from evidenceos.store.holdouts import HoldoutRegistry
+from evidenceos.store.keys import load_keyring
 from tests.support.daemon import DaemonProcess
 
 #: Per-RPC deadline in seconds.
@@ -615,3 +621,40 @@ def sample_claim_record(name: str) -> ClaimRecord:
         created_at_ms=1_700_000_000_000,
         pln=PlnConfig(100, 500),
     )
+
+
+def claim_services(
+    data_dir: Path, settings: KernelSettings | None = None, sandbox: Sandbox | None = None
+) -> tuple[Store, LogService, ClaimService]:
+    """The store, started log and claim service wired as the daemon wires them, over the default
+    epoch config and synthetic holdouts, for in-process service tests (the caller closes the
+    store)."""
+    write_epoch_config(data_dir)
+    store = Store(data_dir)
+    log = LogService(store, load_keyring(data_dir, allow_generate=True))
+    log.start()
+    claims = ClaimService(
+        store,
+        log,
+        sandbox or Sandbox(),
+        HoldoutRegistry(data_dir, allow_plaintext=False, synthetic=True, env={}),
+        settings or KernelSettings(),
+    )
+    return store, log, claims
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal, with the same types and dict orders all the way down (NaN equal to itself)."""
+    if type(a) is not type(b):
+        return False
+    if dataclasses.is_dataclass(a):
+        return all(
+            same_value(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and a != a:
+        return bool(b != b)
+    return bool(a == b)
